@@ -1,0 +1,278 @@
+//! Wiring: the only place that knows every component. [`Server::start`] opens the store,
+//! migrates it, loads NAS clients, rebuilds the index, binds the sockets and spawns the
+//! tasks; [`Server::stop`] shuts them down in order: stop ingest → let the writer commit
+//! and answer everything it accepted → stop background jobs → drain HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::config::Config;
+use crate::ingest::{Clients, Dedup, Listener, Responder};
+use crate::radius::Dictionary;
+use crate::sessions::store::Store;
+use crate::sessions::writer::Writer;
+use crate::sessions::{Engine, Index, Session};
+
+/// A running server.
+pub struct Server {
+    pub radius_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub store: Store,
+    pub index: Arc<Index>,
+    /// Committed session changes (the live stream's source).
+    pub changes: broadcast::Sender<Arc<Session>>,
+    shutdown: CancellationToken,
+    supervisor: JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let dictionary = Arc::new(load_dictionary(&config)?);
+
+        let store = Store::connect(&config.database)
+            .await
+            .context("cannot open the database")?;
+        store
+            .migrate()
+            .await
+            .context("cannot migrate the database")?;
+        for nas in &config.nas {
+            store
+                .nas_upsert(nas)
+                .await
+                .with_context(|| format!("cannot store NAS {} from the config file", nas.name))?;
+        }
+
+        let clients = Arc::new(Clients::default());
+        load_clients(&store, &clients, config.radius.default_client).await?;
+
+        let index = Arc::new(Index::new());
+        let engine = Engine::new(
+            store.clone(),
+            Arc::clone(&index),
+            config.radius.session_start_tolerance.as_secs() as i64,
+        );
+        let started = Instant::now();
+        let open = engine
+            .rebuild_index()
+            .await
+            .context("cannot load open sessions")?;
+        tracing::info!(
+            open,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "index rebuilt"
+        );
+        crate::metrics::open_sessions(open);
+
+        let socket = Arc::new(bind_udp(
+            config.radius.listen,
+            config.radius.recv_buffer_bytes,
+        )?);
+        let radius_addr = socket.local_addr()?;
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+        let http_addr = http.local_addr()?;
+
+        let metrics = crate::metrics::install();
+        let dedup = Arc::new(Dedup::new(config.radius.duplicate_window));
+        let (queue_tx, queue_rx) = mpsc::channel(config.writer.queue_capacity);
+        let (changes, _) = broadcast::channel(4096);
+
+        let shutdown = CancellationToken::new();
+        let jobs = CancellationToken::new();
+        let http_stop = CancellationToken::new();
+
+        let writer = Writer::new(
+            engine,
+            queue_rx,
+            Responder {
+                socket: Arc::clone(&socket),
+                dedup: Arc::clone(&dedup),
+            },
+            config.writer.clone(),
+            changes.clone(),
+        );
+        let writer_task = tokio::spawn(writer.run(shutdown.clone()));
+
+        let listener = Listener {
+            socket: Arc::clone(&socket),
+            clients: Arc::clone(&clients),
+            dedup: Arc::clone(&dedup),
+            dictionary,
+            skew_secs: config.radius.event_timestamp_skew.as_secs() as i64,
+            queue: queue_tx,
+        };
+        let listener_task = tokio::spawn(listener.run(shutdown.clone()));
+
+        let mut job_tasks = tokio::task::JoinSet::new();
+        job_tasks.spawn(reload_clients(
+            store.clone(),
+            Arc::clone(&clients),
+            config.radius.default_client,
+            config.radius.nas_reload,
+            jobs.clone(),
+        ));
+        job_tasks.spawn(purge_dedup(
+            Arc::clone(&dedup),
+            config.radius.duplicate_window,
+            jobs.clone(),
+        ));
+
+        let app = api::router(api::AppState {
+            store: store.clone(),
+            index: Arc::clone(&index),
+            metrics,
+        });
+        let http_shutdown = http_stop.clone();
+        let http_task = tokio::spawn(async move {
+            let serve = axum::serve(http, app)
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+
+        tracing::info!(%radius_addr, %http_addr, backend = store.backend(), "radacctd started");
+
+        let supervisor_store = store.clone();
+        let supervisor_shutdown = shutdown.clone();
+        let supervisor = tokio::spawn(async move {
+            supervisor_shutdown.cancelled().await;
+            tracing::info!("shutting down: stopping ingest");
+            let _ = listener_task.await;
+            let _ = writer_task.await;
+            tracing::info!("writer drained; stopping jobs");
+            jobs.cancel();
+            while job_tasks.join_next().await.is_some() {}
+            http_stop.cancel();
+            let _ = http_task.await;
+            supervisor_store.close().await;
+            tracing::info!("shutdown complete");
+        });
+
+        Ok(Server {
+            radius_addr,
+            http_addr,
+            store,
+            index,
+            changes,
+            shutdown,
+            supervisor,
+        })
+    }
+
+    /// A token that stops the server when cancelled (signal handlers use it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stop and wait until everything accepted has been committed and answered.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.supervisor.await;
+    }
+
+    /// Wait until the server has stopped (after its shutdown token was cancelled).
+    pub async fn wait(self) {
+        let _ = self.supervisor.await;
+    }
+}
+
+fn load_dictionary(config: &Config) -> anyhow::Result<Dictionary> {
+    let dict = match &config.radius.dictionary_dir {
+        Some(dir) => Dictionary::load_dir(dir),
+        None => Dictionary::embedded(),
+    }
+    .context("cannot load the RADIUS dictionary")?;
+    tracing::debug!(attributes = dict.len(), "dictionary loaded");
+    Ok(dict)
+}
+
+async fn load_clients(
+    store: &Store,
+    clients: &Clients,
+    default_client: bool,
+) -> anyhow::Result<()> {
+    let rows = store
+        .nas_list()
+        .await
+        .context("cannot read the nas table")?;
+    let (map, default_in_use) = Clients::build(&rows, default_client);
+    if default_in_use {
+        tracing::warn!(
+            "the default NAS client 127.0.0.1 with secret 'testing123' is active; add your \
+             NAS clients and set radius.default_client = false in production"
+        );
+    }
+    clients.replace(map);
+    Ok(())
+}
+
+/// Pick up `radacctd nas add/remove` made while running.
+async fn reload_clients(
+    store: Store,
+    clients: Arc<Clients>,
+    default_client: bool,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.nas_list().await {
+            Ok(rows) => {
+                let (map, _) = Clients::build(&rows, default_client);
+                clients.replace(map);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reload NAS clients; keeping the old list")
+            }
+        }
+    }
+}
+
+async fn purge_dedup(dedup: Arc<Dedup>, window: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(window.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => dedup.purge(Instant::now()),
+        }
+    }
+}
+
+/// Bind the accounting socket with a large receive buffer, so that a burst of requests
+/// waits in the kernel rather than being dropped there.
+fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
+        tracing::warn!(error = %e, "cannot set the UDP receive buffer size");
+    }
+    let actual = socket.recv_buffer_size().unwrap_or(0);
+    if actual < recv_buffer {
+        tracing::warn!(
+            requested = recv_buffer,
+            actual,
+            "UDP receive buffer is smaller than configured; raise net.core.rmem_max"
+        );
+    }
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("cannot listen for RADIUS on {addr}"))?;
+    Ok(UdpSocket::from_std(socket.into())?)
+}

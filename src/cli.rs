@@ -1,0 +1,311 @@
+//! Command line: `serve`, `migrate`, `check-config`, `nas add|list|remove`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::Server;
+use crate::config::{self, Config, NasConfig, Overrides};
+use crate::sessions::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "radacctd",
+    version,
+    about = "RADIUS accounting server with a built-in session store"
+)]
+pub struct Cli {
+    /// TOML configuration file (every key is documented in packaging/radacctd.toml).
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://… (overrides RADACCTD_DATABASE_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Log filter, e.g. info or radacctd=debug (overrides RADACCTD_LOG).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// RADIUS accounting address (overrides RADACCTD_RADIUS_LISTEN).
+        #[arg(long, value_name = "ADDR")]
+        radius_listen: Option<String>,
+        /// HTTP API address (overrides RADACCTD_HTTP_LISTEN).
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<String>,
+    },
+    /// Create or upgrade the database schema and ensure indexes, then exit.
+    Migrate,
+    /// Validate the configuration and print it (secrets hidden), then exit.
+    CheckConfig,
+    /// Manage NAS clients in the database.
+    Nas {
+        #[command(subcommand)]
+        command: NasCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NasCommand {
+    /// Add a NAS, or update the one with the same IP address.
+    Add(NasAdd),
+    /// List NAS clients (secrets hidden).
+    List,
+    /// Remove a NAS by name or IP address.
+    Remove {
+        /// Name (shortname) or IP address.
+        name_or_ip: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NasAdd {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub ip: IpAddr,
+    #[arg(long)]
+    pub secret: String,
+    #[arg(long, default_value_t = config::DEFAULT_COA_PORT)]
+    pub coa_port: u16,
+    #[arg(long)]
+    pub api_user: Option<String>,
+    #[arg(long)]
+    pub api_password: Option<String>,
+    #[arg(long, default_value_t = config::DEFAULT_API_PORT)]
+    pub api_port: u16,
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("radacctd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("radacctd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (radius_listen, http_listen) = match &cli.command {
+        Command::Serve {
+            radius_listen,
+            http_listen,
+        } => (radius_listen.clone(), http_listen.clone()),
+        _ => (None, None),
+    };
+    let flags = Overrides {
+        database_url: cli.database_url.clone(),
+        radius_listen,
+        http_listen,
+        jwt_secret: None,
+        log_filter: cli.log.clone(),
+        log_format: cli.log_format.clone(),
+    };
+    let config = Config::load(cli.config.as_deref(), flags)?;
+    crate::telemetry::init(&config.log_filter, config.log_format).map_err(anyhow::Error::msg)?;
+
+    match cli.command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Migrate => {
+            let store = Store::connect(&config.database).await?;
+            store.migrate().await?;
+            println!("database is up to date ({})", store.backend());
+            store.close().await;
+            Ok(())
+        }
+        Command::CheckConfig => check_config(&config),
+        Command::Nas { command } => nas(config, command).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        token.cancel();
+    });
+    server.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check_config(config: &Config) -> anyhow::Result<()> {
+    println!("configuration is valid");
+    println!("database.url = {}", redact_url(&config.database.url));
+    println!("radius.listen = {}", config.radius.listen);
+    println!("radius.default_client = {}", config.radius.default_client);
+    println!("http.listen = {}", config.http_listen);
+    println!(
+        "auth.jwt_secret = {}",
+        if config.jwt_secret.is_some() {
+            "<set>"
+        } else {
+            "<unset>"
+        }
+    );
+    for nas in &config.nas {
+        println!(
+            "nas {} {} coa_port={} secret=<hidden>",
+            nas.name, nas.ip, nas.coa_port
+        );
+    }
+    Ok(())
+}
+
+/// Hide a password in `postgres://user:password@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+async fn nas(config: Config, command: NasCommand) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database).await?;
+    store.migrate().await?;
+    let result = match command {
+        NasCommand::Add(a) => {
+            if a.secret.is_empty() {
+                anyhow::bail!("--secret must not be empty");
+            }
+            let id = store
+                .nas_upsert(&NasConfig {
+                    name: a.name.clone(),
+                    ip: a.ip,
+                    secret: a.secret,
+                    coa_port: a.coa_port,
+                    api_user: a.api_user,
+                    api_password: a.api_password,
+                    api_port: a.api_port,
+                    description: a.description,
+                })
+                .await
+                .context("cannot store the NAS")?;
+            println!("nas {} ({}) saved with id {id}", a.name, a.ip);
+            Ok(())
+        }
+        NasCommand::List => {
+            let rows = store.nas_list().await?;
+            println!(
+                "{:<6} {:<20} {:<40} {:<9} api",
+                "id", "name", "ip", "coa_port"
+            );
+            for r in rows {
+                let api = match &r.config.api_user {
+                    Some(u) => format!("{u}@:{}", r.config.api_port),
+                    None => "-".to_owned(),
+                };
+                println!(
+                    "{:<6} {:<20} {:<40} {:<9} {api}",
+                    r.id, r.config.name, r.config.ip, r.config.coa_port
+                );
+            }
+            Ok(())
+        }
+        NasCommand::Remove { name_or_ip } => {
+            let n = store.nas_remove(&name_or_ip).await?;
+            if n == 0 {
+                anyhow::bail!("no NAS named {name_or_ip:?}");
+            }
+            println!("removed {n} NAS");
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(
+            redact_url("postgres://radius:s3cret@db:5432/radius"),
+            "postgres://radius:***@db:5432/radius"
+        );
+        assert_eq!(redact_url("sqlite://radacctd.db"), "sqlite://radacctd.db");
+    }
+
+    #[test]
+    fn cli_parses_documented_commands() {
+        Cli::try_parse_from(["radacctd", "serve", "--radius-listen", "127.0.0.1:0"]).unwrap();
+        Cli::try_parse_from([
+            "radacctd",
+            "nas",
+            "add",
+            "--name",
+            "bng1",
+            "--ip",
+            "10.0.0.1",
+            "--secret",
+            "x",
+            "--coa-port",
+            "3799",
+            "--api-user",
+            "u",
+            "--api-password",
+            "p",
+            "--api-port",
+            "8729",
+        ])
+        .unwrap();
+        Cli::try_parse_from(["radacctd", "nas", "remove", "bng1"]).unwrap();
+        assert!(Cli::try_parse_from(["radacctd", "nas", "add", "--ip", "nope"]).is_err());
+    }
+}

@@ -1,0 +1,542 @@
+//! Configuration: the TOML file (`--config`), then `RADACCTD_*` environment variables,
+//! then command-line flags, each layer overriding the one before.
+//!
+//! The file is parsed into wire structs (`FileConfig`, unknown keys are an error) and
+//! validated into [`Config`], whose fields are the typed values the rest of the program
+//! uses. Every key is documented in `packaging/radacctd.toml`; keep the two in step.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the store lives when nothing else is configured: a SQLite file in the working
+/// directory, so that `radacctd serve` works on a fresh machine with no setup.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://radacctd.db";
+pub const DEFAULT_RADIUS_LISTEN: &str = "0.0.0.0:1813";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+/// The FreeRADIUS convention for a localhost test client.
+pub const DEFAULT_CLIENT_SECRET: &str = "testing123";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The file as written. Every section and key is optional; defaults live in
+/// [`Config::try_from`], so that the defaults are stated once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub database: DatabaseSection,
+    #[serde(default)]
+    pub radius: RadiusSection,
+    #[serde(default)]
+    pub writer: WriterSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub nas: Vec<NasSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub url: Option<String>,
+    pub max_connections: Option<u32>,
+    pub sqlite_synchronous: Option<String>,
+    pub connect_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RadiusSection {
+    pub listen: Option<String>,
+    pub recv_buffer_bytes: Option<usize>,
+    pub default_client: Option<bool>,
+    pub duplicate_window_secs: Option<u64>,
+    pub event_timestamp_skew_secs: Option<u64>,
+    pub session_start_tolerance_secs: Option<u64>,
+    pub dictionary_dir: Option<PathBuf>,
+    pub nas_reload_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterSection {
+    pub max_batch: Option<usize>,
+    pub queue_capacity: Option<usize>,
+    pub retry_max_backoff_ms: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub jwt_secret: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub filter: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NasSection {
+    pub name: String,
+    pub ip: String,
+    pub secret: String,
+    pub coa_port: Option<u16>,
+    pub api_user: Option<String>,
+    pub api_password: Option<String>,
+    pub api_port: Option<u16>,
+    pub description: Option<String>,
+}
+
+/// Overrides from the environment and the command line; `None` leaves the file's value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub database_url: Option<String>,
+    pub radius_listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub log_filter: Option<String>,
+    pub log_format: Option<String>,
+}
+
+impl Overrides {
+    /// The `RADACCTD_*` variables of DESIGN.md §2. Empty values count as unset, so that
+    /// `RADACCTD_LOG=` in a unit file does not silence logging by accident.
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Overrides {
+            database_url: var("RADACCTD_DATABASE_URL"),
+            radius_listen: var("RADACCTD_RADIUS_LISTEN"),
+            http_listen: var("RADACCTD_HTTP_LISTEN"),
+            jwt_secret: var("RADACCTD_JWT_SECRET"),
+            log_filter: var("RADACCTD_LOG"),
+            log_format: var("RADACCTD_LOG_FORMAT"),
+        }
+    }
+
+    /// Layer `other` on top of `self`.
+    pub fn overlay(self, other: Overrides) -> Overrides {
+        Overrides {
+            database_url: other.database_url.or(self.database_url),
+            radius_listen: other.radius_listen.or(self.radius_listen),
+            http_listen: other.http_listen.or(self.http_listen),
+            jwt_secret: other.jwt_secret.or(self.jwt_secret),
+            log_filter: other.log_filter.or(self.log_filter),
+            log_format: other.log_format.or(self.log_format),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// Survives power loss in WAL mode: every commit is fsynced. The default, because
+    /// an acknowledged accounting record must never be lost.
+    Full,
+    /// Survives a process crash but may lose the last commits on power loss.
+    Normal,
+    Extra,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub radius: RadiusConfig,
+    pub writer: WriterConfig,
+    pub http_listen: SocketAddr,
+    pub jwt_secret: Option<String>,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    pub nas: Vec<NasConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub sqlite_synchronous: SqliteSynchronous,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RadiusConfig {
+    pub listen: SocketAddr,
+    /// SO_RCVBUF for the accounting socket. A burst of 256 in-flight requests of up to
+    /// 4 KiB each must fit without kernel drops (DESIGN.md §9).
+    pub recv_buffer_bytes: usize,
+    pub default_client: bool,
+    pub duplicate_window: Duration,
+    pub event_timestamp_skew: Duration,
+    pub session_start_tolerance: Duration,
+    pub dictionary_dir: Option<PathBuf>,
+    pub nas_reload: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub max_batch: usize,
+    pub queue_capacity: usize,
+    pub retry_max_backoff: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct NasConfig {
+    pub name: String,
+    pub ip: IpAddr,
+    pub secret: String,
+    pub coa_port: u16,
+    pub api_user: Option<String>,
+    pub api_password: Option<String>,
+    pub api_port: u16,
+    pub description: Option<String>,
+}
+
+// Hand-written so that secrets never reach a log line through `{:?}`.
+impl std::fmt::Debug for NasConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NasConfig")
+            .field("name", &self.name)
+            .field("ip", &self.ip)
+            .field("secret", &"<redacted>")
+            .field("coa_port", &self.coa_port)
+            .field("api_user", &self.api_user)
+            .field("api_port", &self.api_port)
+            .finish()
+    }
+}
+
+pub const DEFAULT_COA_PORT: u16 = 1700;
+pub const DEFAULT_API_PORT: u16 = 8728;
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(key, format!("{value:?} is not an IP:port address")))
+}
+
+fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be greater than 0"));
+    }
+    Ok(value)
+}
+
+impl Config {
+    /// Validate the file's values with the overrides applied on top.
+    pub fn build(file: FileConfig, overrides: Overrides) -> Result<Self, ConfigError> {
+        // Destructured so that a new section cannot be added and silently ignored.
+        let FileConfig {
+            database,
+            radius,
+            writer,
+            http,
+            auth,
+            log,
+            nas,
+        } = file;
+
+        let url = overrides
+            .database_url
+            .or(database.url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        let sqlite_synchronous = match database.sqlite_synchronous.as_deref() {
+            None | Some("full") => SqliteSynchronous::Full,
+            Some("normal") => SqliteSynchronous::Normal,
+            Some("extra") => SqliteSynchronous::Extra,
+            Some(other) => {
+                return Err(invalid(
+                    "database.sqlite_synchronous",
+                    format!("{other:?} is not one of full, normal, extra"),
+                ));
+            }
+        };
+        let max_connections = database.max_connections.unwrap_or(8);
+        if max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        let database = DatabaseConfig {
+            url,
+            max_connections,
+            sqlite_synchronous,
+            connect_timeout: Duration::from_secs(positive(
+                "database.connect_timeout_secs",
+                database.connect_timeout_secs.unwrap_or(5),
+            )?),
+        };
+
+        let listen = overrides
+            .radius_listen
+            .or(radius.listen)
+            .unwrap_or_else(|| DEFAULT_RADIUS_LISTEN.to_owned());
+        let radius = RadiusConfig {
+            listen: parse_addr("radius.listen", &listen)?,
+            recv_buffer_bytes: radius.recv_buffer_bytes.unwrap_or(8 * 1024 * 1024),
+            default_client: radius.default_client.unwrap_or(true),
+            duplicate_window: Duration::from_secs(positive(
+                "radius.duplicate_window_secs",
+                radius.duplicate_window_secs.unwrap_or(30),
+            )?),
+            event_timestamp_skew: Duration::from_secs(
+                radius.event_timestamp_skew_secs.unwrap_or(300),
+            ),
+            session_start_tolerance: Duration::from_secs(
+                radius.session_start_tolerance_secs.unwrap_or(60),
+            ),
+            dictionary_dir: radius.dictionary_dir,
+            nas_reload: Duration::from_secs(positive(
+                "radius.nas_reload_secs",
+                radius.nas_reload_secs.unwrap_or(10),
+            )?),
+        };
+
+        let max_batch = writer.max_batch.unwrap_or(2048);
+        if max_batch == 0 {
+            return Err(invalid("writer.max_batch", "must be at least 1"));
+        }
+        let queue_capacity = writer.queue_capacity.unwrap_or(65_536);
+        if queue_capacity < max_batch {
+            return Err(invalid(
+                "writer.queue_capacity",
+                "must be at least writer.max_batch",
+            ));
+        }
+        let writer = WriterConfig {
+            max_batch,
+            queue_capacity,
+            retry_max_backoff: Duration::from_millis(positive(
+                "writer.retry_max_backoff_ms",
+                writer.retry_max_backoff_ms.unwrap_or(2000),
+            )?),
+            shutdown_grace: Duration::from_secs(writer.shutdown_grace_secs.unwrap_or(10)),
+        };
+
+        let http_listen = overrides
+            .http_listen
+            .or(http.listen)
+            .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_owned());
+        let http_listen = parse_addr("http.listen", &http_listen)?;
+
+        let jwt_secret = overrides
+            .jwt_secret
+            .or(auth.jwt_secret)
+            .filter(|s| !s.is_empty());
+
+        let log_filter = overrides
+            .log_filter
+            .or(log.filter)
+            .unwrap_or_else(|| "info".to_owned());
+        let log_format = match overrides.log_format.or(log.format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not one of text, json"),
+                ));
+            }
+        };
+
+        let mut nas_out = Vec::with_capacity(nas.len());
+        for (i, n) in nas.into_iter().enumerate() {
+            let key = |field: &str| format!("nas[{i}].{field}");
+            let ip: IpAddr =
+                n.ip.parse()
+                    .map_err(|_| invalid(&key("ip"), format!("{:?} is not an IP address", n.ip)))?;
+            if n.secret.is_empty() {
+                return Err(invalid(&key("secret"), "must not be empty"));
+            }
+            if n.name.trim().is_empty() {
+                return Err(invalid(&key("name"), "must not be empty"));
+            }
+            if nas_out.iter().any(|o: &NasConfig| o.ip == ip) {
+                return Err(invalid(&key("ip"), format!("{ip} is listed twice")));
+            }
+            nas_out.push(NasConfig {
+                name: n.name,
+                ip,
+                secret: n.secret,
+                coa_port: n.coa_port.unwrap_or(DEFAULT_COA_PORT),
+                api_user: n.api_user,
+                api_password: n.api_password,
+                api_port: n.api_port.unwrap_or(DEFAULT_API_PORT),
+                description: n.description,
+            });
+        }
+
+        Ok(Config {
+            database,
+            radius,
+            writer,
+            http_listen,
+            jwt_secret,
+            log_filter,
+            log_format,
+            nas: nas_out,
+        })
+    }
+
+    /// Load from an optional file plus environment plus flags.
+    pub fn load(path: Option<&Path>, flags: Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        Config::build(file, Overrides::from_env().overlay(flags))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::build(
+            FileConfig::parse(Path::new("t.toml"), text)?,
+            Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn empty_config_gives_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.database.url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.radius.listen.to_string(), DEFAULT_RADIUS_LISTEN);
+        assert_eq!(c.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert!(c.radius.default_client);
+        assert_eq!(c.database.sqlite_synchronous, SqliteSynchronous::Full);
+        assert_eq!(c.radius.event_timestamp_skew, Duration::from_secs(300));
+        assert_eq!(c.radius.session_start_tolerance, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = parse("[radius]\nlisten = \"0.0.0.0:1813\"\nlsten = 1\n").unwrap_err();
+        assert!(err.to_string().contains("lsten"), "{err}");
+        let err = parse("[radiuss]\n").unwrap_err();
+        assert!(err.to_string().contains("radiuss"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_environment_override_file() {
+        let file = FileConfig::parse(
+            Path::new("t.toml"),
+            "[http]\nlisten = \"127.0.0.1:1\"\n[radius]\nlisten = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        let env = Overrides {
+            http_listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
+        let flags = Overrides {
+            radius_listen: Some("127.0.0.1:4".into()),
+            ..Default::default()
+        };
+        let c = Config::build(file, env.overlay(flags)).unwrap();
+        assert_eq!(c.http_listen.port(), 3);
+        assert_eq!(c.radius.listen.port(), 4);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("[radius]\nlisten = \"nope\"", "radius.listen"),
+            ("[database]\nurl = \"mysql://x\"", "database.url"),
+            (
+                "[database]\nsqlite_synchronous = \"off\"",
+                "sqlite_synchronous",
+            ),
+            ("[log]\nformat = \"xml\"", "log.format"),
+            (
+                "[[nas]]\nname = \"a\"\nip = \"10.0.0.300\"\nsecret = \"s\"",
+                "nas[0].ip",
+            ),
+            (
+                "[[nas]]\nname = \"a\"\nip = \"10.0.0.1\"\nsecret = \"\"",
+                "nas[0].secret",
+            ),
+            ("[writer]\nmax_batch = 0", "writer.max_batch"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn nas_debug_output_hides_secrets() {
+        let c = parse(
+            "[[nas]]\nname = \"bng1\"\nip = \"10.0.0.1\"\nsecret = \"s3cr3t\"\napi_password = \"pw\"",
+        )
+        .unwrap();
+        let dbg = format!("{:?}", c.nas[0]);
+        assert!(!dbg.contains("s3cr3t") && !dbg.contains("pw\""), "{dbg}");
+        assert_eq!(c.nas[0].coa_port, DEFAULT_COA_PORT);
+    }
+}

@@ -1,0 +1,458 @@
+//! The accounting engine: turns a batch of [`Record`]s into the rows they create or
+//! change (DESIGN.md §3), commits them in one transaction, and only then updates the
+//! index.
+//!
+//! Rules, per packet, after finding the row of its session — same key, and an implied
+//! start (event time − Acct-Session-Time) within the tolerance of the row's start:
+//! - Start: opens a row; for an existing row it changes nothing.
+//! - Interim-Update: updates times and counters; without a row, opens one.
+//! - Stop: closes the row; without a row, inserts a closed one.
+//! - Counters and session time only move forward (`max`), so a late packet never rewinds
+//!   them and a Stop without counters keeps the last ones.
+//! - A row the NAS closed is never changed again. A row the server closed (Lost-Service,
+//!   NAS-Reboot, Admin-Reset, NAS-Idle-Timeout) is completed by the NAS's Stop — stop time,
+//!   session time, counters — and stays closed; the server's terminate cause is kept.
+//! - A packet of a newer session on a key whose open row is an older session first closes
+//!   that row as Lost-Service, at its last update time (the last moment it was known alive).
+//!   A packet of an older session than the open one is stored as a closed row and leaves
+//!   the open one alone, so at most one row per key is open.
+//! - Accounting-On/Off closes every open session of that NAS started before the event, as
+//!   NAS-Reboot at the event time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::index::Index;
+use super::key::{SessionKey, derived_uniqueid};
+use super::model::{Event, Record, Session, StatusType, StopSource, Timestamp};
+use super::store::{Batch, Store, StoreError};
+
+pub const CAUSE_LOST_SERVICE: &str = "Lost-Service";
+pub const CAUSE_NAS_REBOOT: &str = "NAS-Reboot";
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Store,
+    index: Arc<Index>,
+    /// How far apart two implied start times may be and still name the same session.
+    tolerance_secs: i64,
+}
+
+impl Engine {
+    pub fn new(store: Store, index: Arc<Index>, tolerance_secs: i64) -> Self {
+        Engine {
+            store,
+            index,
+            tolerance_secs,
+        }
+    }
+
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Apply `records` in order as one transaction. On success the index reflects the
+    /// commit and the changed rows are returned (with their ids); on error nothing was
+    /// written and the index is unchanged, so the same records can be retried.
+    pub async fn process(&self, records: &[Record]) -> Result<Vec<Session>, StoreError> {
+        let mut work = Work::default();
+        for record in records {
+            self.apply(&mut work, record).await?;
+        }
+        let mut batch = work.into_batch();
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self.store.commit(&batch).await?;
+        for (row, id) in batch.rows.iter_mut().zip(ids) {
+            row.radacctid = id;
+        }
+        for row in &batch.rows {
+            self.index.apply(row);
+        }
+        Ok(batch.rows)
+    }
+
+    /// Rebuild the index from the open rows of `radacct`; returns how many were loaded.
+    pub async fn rebuild_index(&self) -> Result<usize, StoreError> {
+        let open = self.store.open_sessions().await?;
+        self.index.clear();
+        // Two open rows of one key can exist in a database FreeRADIUS also wrote to; the
+        // newest one is the live session.
+        let mut newest: HashMap<SessionKey, Session> = HashMap::with_capacity(open.len());
+        for s in open {
+            match newest.get(&s.key) {
+                Some(have) if (have.start, have.radacctid) >= (s.start, s.radacctid) => {}
+                _ => {
+                    newest.insert(s.key, s);
+                }
+            }
+        }
+        let n = newest.len();
+        for s in newest.values() {
+            self.index.apply(s);
+        }
+        Ok(n)
+    }
+
+    async fn apply(&self, work: &mut Work, r: &Record) -> Result<(), StoreError> {
+        match r.status {
+            StatusType::AccountingOn | StatusType::AccountingOff => {
+                self.nas_reboot(work, r);
+                Ok(())
+            }
+            StatusType::Start | StatusType::InterimUpdate | StatusType::Stop => {
+                self.apply_session(work, r).await
+            }
+        }
+    }
+
+    async fn apply_session(&self, work: &mut Work, r: &Record) -> Result<(), StoreError> {
+        let implied = r.implied_start();
+        self.load(work, r.key, implied).await?;
+        let rows = work
+            .by_key
+            .get(&r.key)
+            .map(|k| k.rows.clone())
+            .unwrap_or_default();
+
+        let matching = rows
+            .iter()
+            .copied()
+            .filter(|&i| (work.rows[i].start - implied).abs() <= self.tolerance_secs)
+            .min_by_key(|&i| (work.rows[i].start - implied).abs());
+        if let Some(i) = matching {
+            self.update_row(work, i, r);
+            return Ok(());
+        }
+
+        let open = rows.iter().copied().find(|&i| work.rows[i].is_open());
+        let older_than_open = match open {
+            Some(o) if implied > work.rows[o].start => {
+                close_lost_service(work, o);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let taken: HashSet<Box<str>> = rows
+            .iter()
+            .map(|&i| work.rows[i].acctuniqueid.clone())
+            .collect();
+        let acctuniqueid = if taken.is_empty() {
+            r.key.to_hex()
+        } else {
+            (0u32..)
+                .map(|n| derived_uniqueid(&r.key, implied, n))
+                .find(|id| !taken.contains(id.as_str()))
+                .unwrap_or_default()
+        };
+        let row = new_row(r, acctuniqueid.into_boxed_str(), older_than_open);
+        let kind = r.status.name();
+        let event = event_of(&row, kind, r.event_time, StopSource::Nas);
+        let username = row.fields.username.clone();
+        let i = work.push(row, true);
+        work.by_key.entry(r.key).or_default().rows.push(i);
+        work.events.push((i, event));
+        if older_than_open {
+            let close = event_of(&work.rows[i], "Stop", r.event_time, StopSource::Server);
+            work.events.push((i, close));
+        }
+        work.usernames.insert(username);
+        Ok(())
+    }
+
+    /// Make sure `work` knows every row of `key` that could match `implied`: the open row
+    /// from the index when it matches (the common case, no database read), otherwise all
+    /// rows of the key from the database.
+    async fn load(
+        &self,
+        work: &mut Work,
+        key: SessionKey,
+        implied: Timestamp,
+    ) -> Result<(), StoreError> {
+        if !work.by_key.contains_key(&key) {
+            match self.index.get(&key) {
+                Some(open) => {
+                    let i = work.push((*open).clone(), false);
+                    work.by_key.insert(
+                        key,
+                        KeyRows {
+                            rows: vec![i],
+                            complete: false,
+                        },
+                    );
+                }
+                None => {
+                    let rows = self.store.rows_for_key(&key).await?;
+                    let idx: Vec<usize> = rows.into_iter().map(|s| work.push(s, false)).collect();
+                    work.by_key.insert(
+                        key,
+                        KeyRows {
+                            rows: idx,
+                            complete: true,
+                        },
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        let Some(known) = work.by_key.get(&key) else {
+            return Ok(());
+        };
+        if known.complete
+            || known
+                .rows
+                .iter()
+                .any(|&i| (work.rows[i].start - implied).abs() <= self.tolerance_secs)
+        {
+            return Ok(());
+        }
+        let db_rows = self.store.rows_for_key(&key).await?;
+        let mut add = Vec::new();
+        for s in db_rows {
+            let seen = work.by_key.get(&key).is_some_and(|k| {
+                k.rows
+                    .iter()
+                    .any(|&i| work.rows[i].acctuniqueid == s.acctuniqueid)
+            });
+            if !seen {
+                add.push(work.push(s, false));
+            }
+        }
+        if let Some(k) = work.by_key.get_mut(&key) {
+            k.rows.extend(add);
+            k.complete = true;
+        }
+        Ok(())
+    }
+
+    fn update_row(&self, work: &mut Work, i: usize, r: &Record) {
+        let row = &mut work.rows[i];
+        let was_open = row.is_open();
+        let event = match (r.status, row.stop_source) {
+            // A repeated Start changes nothing.
+            (StatusType::Start, _) => None,
+            (StatusType::InterimUpdate, None) => {
+                row.fields.fill_missing_from(&r.fields);
+                let changed = advance(row, r);
+                if r.event_time > row.update {
+                    row.interval = Some(r.event_time - row.update);
+                    row.update = r.event_time;
+                }
+                changed.then_some("Interim-Update")
+            }
+            (StatusType::Stop, None) => {
+                row.fields.fill_missing_from(&r.fields);
+                advance(row, r);
+                row.stop = Some(r.event_time.max(row.start));
+                row.update = row.update.max(r.event_time);
+                row.terminate_cause.clone_from(&r.terminate_cause);
+                row.connectinfo_stop.clone_from(&r.connectinfo);
+                row.stop_source = Some(StopSource::Nas);
+                Some("Stop")
+            }
+            // The server closed it; the NAS's own Stop completes the row.
+            (StatusType::Stop, Some(StopSource::Server)) => {
+                advance(row, r);
+                row.stop = Some(r.event_time.max(row.start));
+                row.update = row.update.max(r.event_time);
+                if r.connectinfo.is_some() {
+                    row.connectinfo_stop.clone_from(&r.connectinfo);
+                }
+                row.stop_source = Some(StopSource::Nas);
+                Some("Stop")
+            }
+            // Late interim of a session the server closed: keep the counters (billing),
+            // leave the row closed.
+            (StatusType::InterimUpdate, Some(StopSource::Server)) => {
+                let changed = advance(row, r);
+                row.update = row.update.max(r.event_time);
+                changed.then_some("Interim-Update")
+            }
+            // Closed by the NAS: final.
+            (_, Some(StopSource::Nas)) => None,
+            (StatusType::AccountingOn | StatusType::AccountingOff, _) => None,
+        };
+        if let Some(kind) = event {
+            let ev = event_of(&work.rows[i], kind, r.event_time, StopSource::Nas);
+            // Record the packet's own values, not the max-ed row values, so the history
+            // shows what the NAS said.
+            let ev = Event {
+                session_time: r.session_time.unwrap_or(ev.session_time),
+                input_octets: r.input_octets.unwrap_or(ev.input_octets),
+                output_octets: r.output_octets.unwrap_or(ev.output_octets),
+                ..ev
+            };
+            work.dirty[i] = true;
+            work.events.push((i, ev));
+            if was_open != work.rows[i].is_open() {
+                let u = work.rows[i].fields.username.clone();
+                work.usernames.insert(u);
+            }
+        }
+    }
+
+    fn nas_reboot(&self, work: &mut Work, r: &Record) {
+        // Open rows of this NAS already in the batch, then the rest from the index.
+        for s in self.index.open_for_nas(r.nas_ip) {
+            if !work.by_key.contains_key(&s.key) {
+                let i = work.push((*s).clone(), false);
+                work.by_key.insert(
+                    s.key,
+                    KeyRows {
+                        rows: vec![i],
+                        complete: false,
+                    },
+                );
+            }
+        }
+        let targets: Vec<usize> = (0..work.rows.len())
+            .filter(|&i| {
+                let s = &work.rows[i];
+                s.is_open() && s.fields.nasipaddress == Some(r.nas_ip) && s.start <= r.event_time
+            })
+            .collect();
+        for i in targets {
+            let s = &mut work.rows[i];
+            s.stop = Some(r.event_time);
+            s.update = s.update.max(r.event_time);
+            s.session_time = s.session_time.max(r.event_time - s.start);
+            s.terminate_cause = Some(CAUSE_NAS_REBOOT.into());
+            s.stop_source = Some(StopSource::Server);
+            let ev = event_of(s, "Stop", r.event_time, StopSource::Server);
+            let u = s.fields.username.clone();
+            work.dirty[i] = true;
+            work.events.push((i, ev));
+            work.usernames.insert(u);
+        }
+    }
+}
+
+/// Move time and counters forward; returns whether anything changed.
+fn advance(row: &mut Session, r: &Record) -> bool {
+    let before = (row.session_time, row.input_octets, row.output_octets);
+    if let Some(t) = r.session_time {
+        row.session_time = row.session_time.max(t);
+    }
+    if let Some(v) = r.input_octets {
+        row.input_octets = row.input_octets.max(v);
+    }
+    if let Some(v) = r.output_octets {
+        row.output_octets = row.output_octets.max(v);
+    }
+    before != (row.session_time, row.input_octets, row.output_octets) || r.event_time > row.update
+}
+
+fn close_lost_service(work: &mut Work, i: usize) {
+    let s = &mut work.rows[i];
+    let stop = s.update.max(s.start);
+    s.stop = Some(stop);
+    s.session_time = s.session_time.max(stop - s.start);
+    s.terminate_cause = Some(CAUSE_LOST_SERVICE.into());
+    s.stop_source = Some(StopSource::Server);
+    let ev = event_of(s, "Stop", stop, StopSource::Server);
+    let u = s.fields.username.clone();
+    work.dirty[i] = true;
+    work.events.push((i, ev));
+    work.usernames.insert(u);
+}
+
+fn new_row(r: &Record, acctuniqueid: Box<str>, older_than_open: bool) -> Session {
+    let start = r.implied_start();
+    let mut row = Session {
+        radacctid: 0,
+        acctuniqueid,
+        key: r.key,
+        nas_id: r.nas_id,
+        fields: r.fields.clone(),
+        start,
+        update: r.event_time.max(start),
+        stop: None,
+        interval: None,
+        session_time: r.session_time.unwrap_or(0).max(0),
+        input_octets: r.input_octets.unwrap_or(0),
+        output_octets: r.output_octets.unwrap_or(0),
+        terminate_cause: None,
+        connectinfo_stop: None,
+        stop_source: None,
+    };
+    if r.status == StatusType::Stop {
+        row.stop = Some(r.event_time.max(start));
+        row.terminate_cause.clone_from(&r.terminate_cause);
+        row.connectinfo_stop.clone_from(&r.connectinfo);
+        row.stop_source = Some(StopSource::Nas);
+    } else if older_than_open {
+        row.stop = Some(r.event_time.max(start));
+        row.terminate_cause = Some(CAUSE_LOST_SERVICE.into());
+        row.stop_source = Some(StopSource::Server);
+    }
+    row
+}
+
+fn event_of(s: &Session, kind: &'static str, time: Timestamp, source: StopSource) -> Event {
+    Event {
+        kind,
+        time,
+        session_time: s.session_time,
+        input_octets: s.input_octets,
+        output_octets: s.output_octets,
+        source,
+    }
+}
+
+/// Rows known to one batch: loaded (clean) or changed (dirty), by key.
+#[derive(Default)]
+struct Work {
+    rows: Vec<Session>,
+    dirty: Vec<bool>,
+    by_key: HashMap<SessionKey, KeyRows>,
+    events: Vec<(usize, Event)>,
+    usernames: HashSet<Box<str>>,
+}
+
+#[derive(Default)]
+struct KeyRows {
+    rows: Vec<usize>,
+    /// Every database row of the key is in `rows`, not only the open one.
+    complete: bool,
+}
+
+impl Work {
+    fn push(&mut self, s: Session, dirty: bool) -> usize {
+        self.rows.push(s);
+        self.dirty.push(dirty);
+        self.rows.len() - 1
+    }
+
+    fn into_batch(self) -> Batch {
+        let mut remap = vec![usize::MAX; self.rows.len()];
+        let mut rows = Vec::new();
+        for (i, (row, dirty)) in self.rows.into_iter().zip(self.dirty).enumerate() {
+            if dirty {
+                remap[i] = rows.len();
+                rows.push(row);
+            }
+        }
+        let events = self
+            .events
+            .into_iter()
+            .filter_map(|(i, e)| remap.get(i).filter(|&&j| j != usize::MAX).map(|&j| (j, e)))
+            .collect();
+        let mut usernames: Vec<Box<str>> = self
+            .usernames
+            .into_iter()
+            .filter(|u| !u.is_empty())
+            .collect();
+        usernames.sort();
+        Batch {
+            rows,
+            events,
+            usernames,
+        }
+    }
+}

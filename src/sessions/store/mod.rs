@@ -1,0 +1,421 @@
+//! The store: `radacct` and its companion tables on SQLite (embedded default) or
+//! PostgreSQL (production), behind one small interface.
+//!
+//! Two concrete sqlx pools rather than the Any driver: each backend keeps its native types
+//! (`inet`, `timestamptz` on PostgreSQL; FreeRADIUS's text datetimes on SQLite) and its own
+//! SQL where it must differ. Both bind the same Rust values — times as Unix seconds,
+//! addresses as text — and convert in SQL (`to_timestamp($1)`, `$2::inet`,
+//! `datetime(?1, 'unixepoch')`), so the row-building code is shared.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::net::IpAddr;
+
+use crate::config::{DatabaseConfig, NasConfig};
+
+use super::key::SessionKey;
+use super::model::{Event, Session, StopSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same statements later can succeed (connection lost, database
+    /// locked or read-only for now, pool exhausted) as opposed to this data being refused.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(e) => match e {
+                sqlx::Error::Database(db) => {
+                    // Constraint violations and bad data are about the rows; everything
+                    // else a server reports (disk full, read-only, shutdown, serialization)
+                    // clears up by itself or by an operator.
+                    !matches!(
+                        db.kind(),
+                        sqlx::error::ErrorKind::UniqueViolation
+                            | sqlx::error::ErrorKind::ForeignKeyViolation
+                            | sqlx::error::ErrorKind::NotNullViolation
+                            | sqlx::error::ErrorKind::CheckViolation
+                    ) && !is_data_error(db.code().as_deref())
+                }
+                sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::TypeNotFound { .. }
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::Encode(_) => false,
+                _ => true,
+            },
+            StoreError::Migrate(_) | StoreError::UnsupportedUrl | StoreError::NotFound(_) => false,
+        }
+    }
+}
+
+/// PostgreSQL SQLSTATE class 22 (data exception) is about the values, not the server.
+fn is_data_error(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("22"))
+}
+
+/// What one committed batch writes: each touched row once, in its final state for the
+/// batch, plus the history events and the subscribers whose online flag may have changed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Rows with `radacctid == 0` are inserted, the others updated.
+    pub rows: Vec<Session>,
+    /// History events as `(index into rows, event)`, in arrival order.
+    pub events: Vec<(usize, Event)>,
+    /// Usernames whose `subscribers.is_online` must be recomputed.
+    pub usernames: Vec<Box<str>>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.usernames.is_empty()
+    }
+}
+
+/// A NAS client as stored in the `nas` table.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NasRow {
+    pub id: i64,
+    pub config: NasConfig,
+}
+
+impl std::fmt::Debug for NasRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NasRow")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+impl Store {
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Self, StoreError> {
+        if cfg.url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(sqlite::SqliteStore::connect(cfg).await?))
+        } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+            Ok(Store::Postgres(postgres::PgStore::connect(cfg).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Apply the embedded migrations, then ensure the indexes (EnsureIndexes).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.migrate().await,
+            Store::Postgres(s) => s.migrate().await,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// Every row of a session key, open or closed, oldest first.
+    pub async fn rows_for_key(&self, key: &SessionKey) -> Result<Vec<Session>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.rows_for_key(key).await,
+            Store::Postgres(s) => s.rows_for_key(key).await,
+        }
+    }
+
+    /// Every open row, for rebuilding the index.
+    pub async fn open_sessions(&self) -> Result<Vec<Session>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.open_sessions().await,
+            Store::Postgres(s) => s.open_sessions().await,
+        }
+    }
+
+    /// Write a batch in one transaction; returns the `radacctid` of each row of
+    /// `batch.rows`, in order. Nothing is written if it fails.
+    pub async fn commit(&self, batch: &Batch) -> Result<Vec<i64>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.commit(batch).await,
+            Store::Postgres(s) => s.commit(batch).await,
+        }
+    }
+
+    pub async fn session_by_id(&self, radacctid: i64) -> Result<Option<Session>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.session_by_id(radacctid).await,
+            Store::Postgres(s) => s.session_by_id(radacctid).await,
+        }
+    }
+
+    pub async fn events_for(&self, radacctid: i64) -> Result<Vec<Event>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.events_for(radacctid).await,
+            Store::Postgres(s) => s.events_for(radacctid).await,
+        }
+    }
+
+    pub async fn subscriber_online(&self, username: &str) -> Result<Option<bool>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.subscriber_online(username).await,
+            Store::Postgres(s) => s.subscriber_online(username).await,
+        }
+    }
+
+    pub async fn upsert_subscriber(
+        &self,
+        username: &str,
+        reseller_id: Option<i64>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.upsert_subscriber(username, reseller_id).await,
+            Store::Postgres(s) => s.upsert_subscriber(username, reseller_id).await,
+        }
+    }
+
+    pub async fn nas_list(&self) -> Result<Vec<NasRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.nas_list().await,
+            Store::Postgres(s) => s.nas_list().await,
+        }
+    }
+
+    /// Insert or update (matched by IP address) a NAS; returns its id.
+    pub async fn nas_upsert(&self, nas: &NasConfig) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.nas_upsert(nas).await,
+            Store::Postgres(s) => s.nas_upsert(nas).await,
+        }
+    }
+
+    /// Remove a NAS by name or IP address; returns how many rows went.
+    pub async fn nas_remove(&self, name_or_ip: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.nas_remove(name_or_ip).await,
+            Store::Postgres(s) => s.nas_remove(name_or_ip).await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+/// The values of one row as both backends bind them. Keeping this one struct means the
+/// two backends cannot disagree about what goes into which column.
+pub(crate) struct RowValues<'a> {
+    pub acctsessionid: &'a str,
+    pub acctuniqueid: &'a str,
+    pub sessionkey: String,
+    pub nas_id: Option<i64>,
+    pub username: &'a str,
+    pub realm: Option<&'a str>,
+    pub nasipaddress: Option<String>,
+    pub nasportid: Option<&'a str>,
+    pub nasporttype: Option<&'a str>,
+    pub acctstarttime: i64,
+    pub acctupdatetime: i64,
+    pub acctstoptime: Option<i64>,
+    pub acctinterval: Option<i64>,
+    pub acctsessiontime: i64,
+    pub acctauthentic: Option<&'a str>,
+    pub connectinfo_start: Option<&'a str>,
+    pub connectinfo_stop: Option<&'a str>,
+    pub acctinputoctets: i64,
+    pub acctoutputoctets: i64,
+    pub calledstationid: Option<&'a str>,
+    pub callingstationid: Option<&'a str>,
+    pub acctterminatecause: Option<&'a str>,
+    pub servicetype: Option<&'a str>,
+    pub framedprotocol: Option<&'a str>,
+    pub framedipaddress: Option<String>,
+    pub framedipv6address: Option<&'a str>,
+    pub framedipv6prefix: Option<&'a str>,
+    pub framedinterfaceid: Option<&'a str>,
+    pub delegatedipv6prefix: Option<&'a str>,
+    pub class: Option<&'a str>,
+    pub stopsource: Option<&'static str>,
+}
+
+impl<'a> RowValues<'a> {
+    pub fn of(s: &'a Session) -> Self {
+        let f = &s.fields;
+        RowValues {
+            acctsessionid: &f.acctsessionid,
+            acctuniqueid: &s.acctuniqueid,
+            sessionkey: s.key.to_hex(),
+            nas_id: s.nas_id,
+            username: &f.username,
+            realm: f.realm.as_deref(),
+            nasipaddress: f.nasipaddress.map(|ip| ip.to_string()),
+            nasportid: f.nasportid.as_deref(),
+            nasporttype: f.nasporttype.as_deref(),
+            acctstarttime: s.start,
+            acctupdatetime: s.update,
+            acctstoptime: s.stop,
+            acctinterval: s.interval,
+            acctsessiontime: s.session_time,
+            acctauthentic: f.acctauthentic.as_deref(),
+            connectinfo_start: f.connectinfo_start.as_deref(),
+            connectinfo_stop: s.connectinfo_stop.as_deref(),
+            acctinputoctets: s.input_octets,
+            acctoutputoctets: s.output_octets,
+            calledstationid: f.calledstationid.as_deref(),
+            callingstationid: f.callingstationid.as_deref(),
+            acctterminatecause: s.terminate_cause.as_deref(),
+            servicetype: f.servicetype.as_deref(),
+            framedprotocol: f.framedprotocol.as_deref(),
+            framedipaddress: f.framedipaddress.map(|ip| ip.to_string()),
+            framedipv6address: f.framedipv6address.as_deref(),
+            framedipv6prefix: f.framedipv6prefix.as_deref(),
+            framedinterfaceid: f.framedinterfaceid.as_deref(),
+            delegatedipv6prefix: f.delegatedipv6prefix.as_deref(),
+            class: f.class.as_deref(),
+            stopsource: s.stop_source.map(StopSource::as_str),
+        }
+    }
+}
+
+/// Bind a [`RowValues`] to a query in column order (`INSERT_COLUMNS`); used by both
+/// backends so that the order is written once.
+macro_rules! bind_row {
+    ($q:expr, $v:expr) => {{
+        let v = $v;
+        $q.bind(v.acctsessionid)
+            .bind(v.acctuniqueid)
+            .bind(v.sessionkey)
+            .bind(v.nas_id)
+            .bind(v.username)
+            .bind(v.realm)
+            .bind(v.nasipaddress)
+            .bind(v.nasportid)
+            .bind(v.nasporttype)
+            .bind(v.acctstarttime)
+            .bind(v.acctupdatetime)
+            .bind(v.acctstoptime)
+            .bind(v.acctinterval)
+            .bind(v.acctsessiontime)
+            .bind(v.acctauthentic)
+            .bind(v.connectinfo_start)
+            .bind(v.connectinfo_stop)
+            .bind(v.acctinputoctets)
+            .bind(v.acctoutputoctets)
+            .bind(v.calledstationid)
+            .bind(v.callingstationid)
+            .bind(v.acctterminatecause)
+            .bind(v.servicetype)
+            .bind(v.framedprotocol)
+            .bind(v.framedipaddress)
+            .bind(v.framedipv6address)
+            .bind(v.framedipv6prefix)
+            .bind(v.framedinterfaceid)
+            .bind(v.delegatedipv6prefix)
+            .bind(v.class)
+            .bind(v.stopsource)
+    }};
+}
+pub(crate) use bind_row;
+
+/// Read a row into a [`Session`]. Each backend selects the same column names, with times as
+/// Unix seconds (`start_s`, `update_s`, `stop_s`) and addresses as text (`*_t`).
+macro_rules! session_from_row {
+    ($row:expr) => {{
+        use sqlx::Row as _;
+        let row = $row;
+        let text = |name: &str| -> Result<Option<Box<str>>, sqlx::Error> {
+            Ok($crate::sessions::store::non_empty(
+                row.try_get::<Option<String>, _>(name)?,
+            ))
+        };
+        let acctuniqueid: String = row.try_get("acctuniqueid")?;
+        let sessionkey: Option<String> = row.try_get("sessionkey")?;
+        let key = $crate::sessions::key::SessionKey::for_row(sessionkey.as_deref(), &acctuniqueid);
+        let stop_source = row.try_get::<Option<String>, _>("stopsource")?;
+        let stop: Option<i64> = row.try_get("stop_s")?;
+        let start: Option<i64> = row.try_get("start_s")?;
+        let update: Option<i64> = row.try_get("update_s")?;
+        let start = start.or(update).or(stop).unwrap_or(0);
+        Ok::<_, sqlx::Error>($crate::sessions::model::Session {
+            radacctid: row.try_get("radacctid")?,
+            acctuniqueid: acctuniqueid.into(),
+            key,
+            nas_id: row.try_get("nas_id")?,
+            fields: $crate::sessions::model::Fields {
+                username: text("username")?.unwrap_or_default(),
+                acctsessionid: text("acctsessionid")?.unwrap_or_default(),
+                realm: text("realm")?,
+                nasipaddress: $crate::sessions::store::parse_ip(text("nasipaddress_t")?),
+                nasportid: text("nasportid")?,
+                nasporttype: text("nasporttype")?,
+                acctauthentic: text("acctauthentic")?,
+                connectinfo_start: text("connectinfo_start")?,
+                calledstationid: text("calledstationid")?,
+                callingstationid: text("callingstationid")?,
+                servicetype: text("servicetype")?,
+                framedprotocol: text("framedprotocol")?,
+                framedipaddress: $crate::sessions::store::parse_ip(text("framedipaddress_t")?),
+                framedipv6address: text("framedipv6address")?,
+                framedipv6prefix: text("framedipv6prefix")?,
+                framedinterfaceid: text("framedinterfaceid")?,
+                delegatedipv6prefix: text("delegatedipv6prefix")?,
+                class: text("class")?,
+            },
+            start,
+            update: update.unwrap_or(start),
+            stop,
+            interval: row.try_get("acctinterval")?,
+            session_time: row
+                .try_get::<Option<i64>, _>("acctsessiontime")?
+                .unwrap_or(0),
+            input_octets: row
+                .try_get::<Option<i64>, _>("acctinputoctets")?
+                .unwrap_or(0),
+            output_octets: row
+                .try_get::<Option<i64>, _>("acctoutputoctets")?
+                .unwrap_or(0),
+            terminate_cause: text("acctterminatecause")?,
+            connectinfo_stop: text("connectinfo_stop")?,
+            stop_source: stop
+                .map(|_| $crate::sessions::model::StopSource::parse(stop_source.as_deref())),
+        })
+    }};
+}
+pub(crate) use session_from_row;
+
+/// FreeRADIUS's SQLite schema writes '' for absent strings; the model says `None`.
+pub(crate) fn non_empty(s: Option<String>) -> Option<Box<str>> {
+    s.filter(|s| !s.is_empty()).map(String::into_boxed_str)
+}
+
+/// Addresses read back as text; FreeRADIUS rows may hold '' or '0.0.0.0'-style values,
+/// and anything unparsable is treated as absent rather than failing the whole row.
+pub(crate) fn parse_ip(s: Option<Box<str>>) -> Option<IpAddr> {
+    let s = s?;
+    let s = s.split('/').next().unwrap_or_default();
+    s.parse().ok()
+}

@@ -1,0 +1,357 @@
+//! SQLite backend: the embedded default. One file, WAL journal, `synchronous=FULL` unless
+//! configured otherwise, so that an acknowledged record survives power loss.
+
+use std::str::FromStr;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Batch, NasRow, RowValues, StoreError, bind_row, session_from_row};
+use crate::config::{self, DatabaseConfig, NasConfig};
+use crate::sessions::key::SessionKey;
+use crate::sessions::model::{Event, Session, StopSource};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Indexes ensured at every start (EnsureIndexes). `IF NOT EXISTS` makes each a no-op
+/// once present; on SQLite an index build locks the file, which at start-up is harmless.
+const ENSURE_INDEXES: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS radacct_sessionkey ON radacct(sessionkey)",
+    "CREATE INDEX IF NOT EXISTS radacct_open ON radacct(nasipaddress) WHERE acctstoptime IS NULL",
+    "CREATE INDEX IF NOT EXISTS radacct_open_username ON radacct(username) WHERE acctstoptime IS NULL",
+    "CREATE INDEX IF NOT EXISTS radacct_username ON radacct(username, acctstarttime)",
+    "CREATE INDEX IF NOT EXISTS radacct_starttime ON radacct(acctstarttime)",
+    "CREATE INDEX IF NOT EXISTS radacct_stoptime ON radacct(acctstoptime)",
+    "CREATE INDEX IF NOT EXISTS radacct_framedip ON radacct(framedipaddress)",
+    "CREATE INDEX IF NOT EXISTS radacct_callingstation ON radacct(callingstationid)",
+    "CREATE INDEX IF NOT EXISTS radacct_nas_id ON radacct(nas_id, acctstarttime)",
+];
+
+/// Column expressions that present a row the way `SELECT_COLUMNS` names them.
+const ROW_SOURCE: &str = "SELECT radacctid, acctuniqueid, sessionkey, nas_id, username, \
+    acctsessionid, realm, nasipaddress AS nasipaddress_t, nasportid, nasporttype, \
+    CAST(strftime('%s', acctstarttime) AS INTEGER) AS start_s, \
+    CAST(strftime('%s', acctupdatetime) AS INTEGER) AS update_s, \
+    CAST(strftime('%s', acctstoptime) AS INTEGER) AS stop_s, \
+    acctinterval, acctsessiontime, acctauthentic, connectinfo_start, connectinfo_stop, \
+    acctinputoctets, acctoutputoctets, calledstationid, callingstationid, acctterminatecause, \
+    servicetype, framedprotocol, framedipaddress AS framedipaddress_t, framedipv6address, \
+    framedipv6prefix, framedinterfaceid, delegatedipv6prefix, class, stopsource FROM radacct";
+
+// FreeRADIUS's schema declares most text columns NOT NULL DEFAULT '', so absent values are
+// written as '' (COALESCE) rather than NULL.
+const INSERT_ROW: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, sessionkey, nas_id, \
+    username, realm, nasipaddress, nasportid, nasporttype, acctstarttime, acctupdatetime, \
+    acctstoptime, acctinterval, acctsessiontime, acctauthentic, connectinfo_start, \
+    connectinfo_stop, acctinputoctets, acctoutputoctets, calledstationid, callingstationid, \
+    acctterminatecause, servicetype, framedprotocol, framedipaddress, framedipv6address, \
+    framedipv6prefix, framedinterfaceid, delegatedipv6prefix, class, stopsource) VALUES \
+    (?1, ?2, ?3, ?4, ?5, COALESCE(?6, ''), COALESCE(?7, ''), ?8, ?9, \
+    datetime(?10, 'unixepoch'), datetime(?11, 'unixepoch'), datetime(?12, 'unixepoch'), \
+    ?13, ?14, ?15, ?16, ?17, ?18, ?19, COALESCE(?20, ''), COALESCE(?21, ''), \
+    COALESCE(?22, ''), ?23, ?24, COALESCE(?25, ''), COALESCE(?26, ''), COALESCE(?27, ''), \
+    COALESCE(?28, ''), COALESCE(?29, ''), ?30, ?31) RETURNING radacctid";
+
+const UPDATE_ROW: &str = "UPDATE radacct SET acctsessionid = ?1, acctuniqueid = ?2, \
+    sessionkey = ?3, nas_id = ?4, username = ?5, realm = COALESCE(?6, ''), \
+    nasipaddress = COALESCE(?7, ''), nasportid = ?8, nasporttype = ?9, \
+    acctstarttime = datetime(?10, 'unixepoch'), acctupdatetime = datetime(?11, 'unixepoch'), \
+    acctstoptime = datetime(?12, 'unixepoch'), acctinterval = ?13, acctsessiontime = ?14, \
+    acctauthentic = ?15, connectinfo_start = ?16, connectinfo_stop = ?17, \
+    acctinputoctets = ?18, acctoutputoctets = ?19, calledstationid = COALESCE(?20, ''), \
+    callingstationid = COALESCE(?21, ''), acctterminatecause = COALESCE(?22, ''), \
+    servicetype = ?23, framedprotocol = ?24, framedipaddress = COALESCE(?25, ''), \
+    framedipv6address = COALESCE(?26, ''), framedipv6prefix = COALESCE(?27, ''), \
+    framedinterfaceid = COALESCE(?28, ''), delegatedipv6prefix = COALESCE(?29, ''), \
+    class = ?30, stopsource = ?31 WHERE radacctid = ?32";
+
+const INSERT_EVENT: &str = "INSERT INTO radacct_events (radacctid, eventtype, eventtime, \
+    acctsessiontime, acctinputoctets, acctoutputoctets, source) \
+    VALUES (?1, ?2, datetime(?3, 'unixepoch'), ?4, ?5, ?6, ?7)";
+
+const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = EXISTS (SELECT 1 FROM radacct \
+    WHERE radacct.username = subscribers.username AND acctstoptime IS NULL), \
+    updated_at = CURRENT_TIMESTAMP WHERE username = ?1";
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Self, StoreError> {
+        let synchronous = match cfg.sqlite_synchronous {
+            config::SqliteSynchronous::Full => SqliteSynchronous::Full,
+            config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+            config::SqliteSynchronous::Extra => SqliteSynchronous::Extra,
+        };
+        let options = SqliteConnectOptions::from_str(&cfg.url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .foreign_keys(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .acquire_timeout(cfg.connect_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        for stmt in ENSURE_INDEXES {
+            sqlx::query(*stmt).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn rows_for_key(&self, key: &SessionKey) -> Result<Vec<Session>, StoreError> {
+        let sql = format!(
+            "{ROW_SOURCE} WHERE sessionkey = ?1 OR acctuniqueid = ?1 ORDER BY start_s, radacctid"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(key.to_hex())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| session_from_row!(r).map_err(StoreError::from))
+            .collect()
+    }
+
+    pub async fn open_sessions(&self) -> Result<Vec<Session>, StoreError> {
+        let sql = format!("{ROW_SOURCE} WHERE acctstoptime IS NULL");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| session_from_row!(r).map_err(StoreError::from))
+            .collect()
+    }
+
+    pub async fn session_by_id(&self, radacctid: i64) -> Result<Option<Session>, StoreError> {
+        let sql = format!("{ROW_SOURCE} WHERE radacctid = ?1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(radacctid)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(|r| session_from_row!(r).map_err(StoreError::from))
+            .transpose()
+    }
+
+    pub async fn commit(&self, batch: &Batch) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(batch.rows.len());
+        for session in &batch.rows {
+            let values = RowValues::of(session);
+            if session.radacctid == 0 {
+                let id: i64 = bind_row!(sqlx::query_scalar(INSERT_ROW), values)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                ids.push(id);
+            } else {
+                bind_row!(sqlx::query(UPDATE_ROW), values)
+                    .bind(session.radacctid)
+                    .execute(&mut *tx)
+                    .await?;
+                ids.push(session.radacctid);
+            }
+        }
+        for (row, event) in &batch.events {
+            let Some(&id) = ids.get(*row) else { continue };
+            sqlx::query(INSERT_EVENT)
+                .bind(id)
+                .bind(event.kind)
+                .bind(event.time)
+                .bind(event.session_time)
+                .bind(event.input_octets)
+                .bind(event.output_octets)
+                .bind(event.source.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for username in &batch.usernames {
+            sqlx::query(SYNC_ONLINE)
+                .bind(&**username)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    pub async fn events_for(&self, radacctid: i64) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT eventtype, CAST(strftime('%s', eventtime) AS INTEGER) AS t, acctsessiontime, \
+             acctinputoctets, acctoutputoctets, source FROM radacct_events \
+             WHERE radacctid = ?1 ORDER BY eventtime, id",
+        )
+        .bind(radacctid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    kind: event_kind(&r.try_get::<String, _>("eventtype")?),
+                    time: r.try_get("t")?,
+                    session_time: r.try_get("acctsessiontime")?,
+                    input_octets: r.try_get("acctinputoctets")?,
+                    output_octets: r.try_get("acctoutputoctets")?,
+                    source: StopSource::parse(r.try_get::<Option<String>, _>("source")?.as_deref()),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn subscriber_online(&self, username: &str) -> Result<Option<bool>, StoreError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT is_online FROM subscribers WHERE username = ?1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.map(|v| v != 0))
+    }
+
+    pub async fn upsert_subscriber(
+        &self,
+        username: &str,
+        reseller_id: Option<i64>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO subscribers (username, reseller_id, is_online) VALUES (?1, ?2, \
+             EXISTS (SELECT 1 FROM radacct WHERE username = ?1 AND acctstoptime IS NULL)) \
+             ON CONFLICT(username) DO UPDATE SET reseller_id = excluded.reseller_id, \
+             updated_at = CURRENT_TIMESTAMP",
+        )
+        .bind(username)
+        .bind(reseller_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn nas_list(&self) -> Result<Vec<NasRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, nasname, shortname, secret, coa_port, api_user, api_password, api_port, \
+             description FROM nas ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().filter_map(nas_from_row).collect())
+    }
+
+    pub async fn nas_upsert(&self, nas: &NasConfig) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM nas WHERE nasname = ?1 ORDER BY id LIMIT 1")
+                .bind(nas.ip.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let id = match existing {
+            Some(id) => {
+                sqlx::query(
+                    "UPDATE nas SET shortname = ?2, secret = ?3, coa_port = ?4, api_user = ?5, \
+                     api_password = ?6, api_port = ?7, description = COALESCE(?8, description) \
+                     WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(&nas.name)
+                .bind(&nas.secret)
+                .bind(i64::from(nas.coa_port))
+                .bind(&nas.api_user)
+                .bind(&nas.api_password)
+                .bind(i64::from(nas.api_port))
+                .bind(&nas.description)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+            None => {
+                sqlx::query_scalar(
+                    "INSERT INTO nas (nasname, shortname, type, secret, coa_port, api_user, \
+                     api_password, api_port, description) VALUES (?1, ?2, 'mikrotik', ?3, ?4, \
+                     ?5, ?6, ?7, COALESCE(?8, 'RADIUS Client')) RETURNING id",
+                )
+                .bind(nas.ip.to_string())
+                .bind(&nas.name)
+                .bind(&nas.secret)
+                .bind(i64::from(nas.coa_port))
+                .bind(&nas.api_user)
+                .bind(&nas.api_password)
+                .bind(i64::from(nas.api_port))
+                .bind(&nas.description)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn nas_remove(&self, name_or_ip: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM nas WHERE nasname = ?1 OR shortname = ?1")
+            .bind(name_or_ip)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// History event names are a closed set; map stored text back to it.
+pub(crate) fn event_kind(s: &str) -> &'static str {
+    match s {
+        "Start" => "Start",
+        "Interim-Update" => "Interim-Update",
+        "Stop" => "Stop",
+        _ => "Other",
+    }
+}
+
+/// A `nas` row, or `None` (logged by the caller's count) when its address or ports are not
+/// usable: FreeRADIUS allows names and CIDR ranges in `nasname`, which radacctd does not
+/// match on.
+fn nas_from_row(r: &sqlx::sqlite::SqliteRow) -> Option<NasRow> {
+    let nasname: String = r.try_get("nasname").ok()?;
+    let ip = nasname.parse().ok()?;
+    let id: i64 = r.try_get("id").ok()?;
+    let name: Option<String> = r.try_get("shortname").ok()?;
+    let port = |col: &str, default: u16| -> u16 {
+        r.try_get::<Option<i64>, _>(col)
+            .ok()
+            .flatten()
+            .and_then(|v| u16::try_from(v).ok())
+            .unwrap_or(default)
+    };
+    Some(NasRow {
+        id,
+        config: NasConfig {
+            name: name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| nasname.clone()),
+            ip,
+            secret: r.try_get("secret").ok()?,
+            coa_port: port("coa_port", config::DEFAULT_COA_PORT),
+            api_user: r.try_get("api_user").ok().flatten(),
+            api_password: r.try_get("api_password").ok().flatten(),
+            api_port: port("api_port", config::DEFAULT_API_PORT),
+            description: r.try_get("description").ok().flatten(),
+        },
+    })
+}

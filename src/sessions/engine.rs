@@ -113,18 +113,14 @@ impl Engine {
 
     async fn apply_session(&self, work: &mut Work, r: &Record) -> Result<(), StoreError> {
         let implied = r.implied_start();
-        self.load(work, r.key, implied).await?;
+        self.load(work, r).await?;
         let rows = work
             .by_key
             .get(&r.key)
             .map(|k| k.rows.clone())
             .unwrap_or_default();
 
-        let matching = rows
-            .iter()
-            .copied()
-            .filter(|&i| (work.rows[i].start - implied).abs() <= self.tolerance_secs)
-            .min_by_key(|&i| (work.rows[i].start - implied).abs());
+        let matching = self.find_match(work, &rows, r);
         if let Some(i) = matching {
             self.update_row(work, i, r);
             return Ok(());
@@ -158,7 +154,7 @@ impl Engine {
         let i = work.push(row, true);
         work.by_key.entry(r.key).or_default().rows.push(i);
         work.events.push((i, event));
-        if older_than_open {
+        if older_than_open && r.status != StatusType::Stop {
             let close = event_of(&work.rows[i], "Stop", r.event_time, StopSource::Server);
             work.events.push((i, close));
         }
@@ -166,15 +162,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Make sure `work` knows every row of `key` that could match `implied`: the open row
-    /// from the index when it matches (the common case, no database read), otherwise all
-    /// rows of the key from the database.
-    async fn load(
-        &self,
-        work: &mut Work,
-        key: SessionKey,
-        implied: Timestamp,
-    ) -> Result<(), StoreError> {
+    /// Make sure `work` knows every row of the record's key that could be its session: the
+    /// open row from the index when it matches (the common case, no database read),
+    /// otherwise all rows of the key from the database.
+    async fn load(&self, work: &mut Work, r: &Record) -> Result<(), StoreError> {
+        let key = r.key;
         if !work.by_key.contains_key(&key) {
             match self.index.get(&key) {
                 Some(open) => {
@@ -204,12 +196,7 @@ impl Engine {
         let Some(known) = work.by_key.get(&key) else {
             return Ok(());
         };
-        if known.complete
-            || known
-                .rows
-                .iter()
-                .any(|&i| (work.rows[i].start - implied).abs() <= self.tolerance_secs)
-        {
+        if known.complete || self.find_match(work, &known.rows, r).is_some() {
             return Ok(());
         }
         let db_rows = self.store.rows_for_key(&key).await?;
@@ -229,6 +216,30 @@ impl Engine {
             k.complete = true;
         }
         Ok(())
+    }
+
+    /// The row of this packet's session among `rows` of its key. With Acct-Session-Time
+    /// (or for a Start, whose session time is 0) the implied start must lie within the
+    /// tolerance of the row's start. An Interim or Stop without Acct-Session-Time implies
+    /// nothing, so it belongs to the open row, else to the newest row started before it.
+    fn find_match(&self, work: &Work, rows: &[usize], r: &Record) -> Option<usize> {
+        if r.session_time.is_some() || r.status == StatusType::Start {
+            let implied = r.implied_start();
+            return rows
+                .iter()
+                .copied()
+                .filter(|&i| (work.rows[i].start - implied).abs() <= self.tolerance_secs)
+                .min_by_key(|&i| (work.rows[i].start - implied).abs());
+        }
+        rows.iter()
+            .copied()
+            .find(|&i| work.rows[i].is_open())
+            .or_else(|| {
+                rows.iter()
+                    .copied()
+                    .filter(|&i| work.rows[i].start <= r.event_time)
+                    .max_by_key(|&i| work.rows[i].start)
+            })
     }
 
     fn update_row(&self, work: &mut Work, i: usize, r: &Record) {

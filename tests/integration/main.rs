@@ -1,0 +1,4 @@
+//! Integration tests: one binary (faster to build and link), the real server in-process.
+
+mod accounting;
+mod harness;

@@ -388,7 +388,7 @@ mod tests {
             x ^= x << 17;
             let len = (x % 120) as usize;
             let mut buf: Vec<u8> = (0..len).map(|i| (x >> (i % 56)) as u8).collect();
-            if buf.len() >= 4 && x % 3 == 0 {
+            if buf.len() >= 4 && x.is_multiple_of(3) {
                 buf[2..4].copy_from_slice(&(len as u16).to_be_bytes());
             }
             if let Ok(frame) = Frame::parse(&buf) {

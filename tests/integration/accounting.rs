@@ -26,15 +26,27 @@ async fn full_pppoe_session_is_recorded_like_freeradius(b: Backend) {
     let h = Harness::start(b).await;
     let t0 = now() - 250;
     let s = |a: Acct| a.port(15_728_644).framed_ip([10, 10, 10, 251]);
-    h.client.send(&s(Acct::start("bob", "81000004")).at(t0)).await;
+    h.client
+        .send(&s(Acct::start("bob", "81000004")).at(t0))
+        .await;
     assert_eq!(h.server.index.len(), 1, "open session indexed");
     h.client
-        .send(&s(Acct::interim("bob", "81000004")).at(t0 + 60).time(60).octets(1000, 2000))
+        .send(
+            &s(Acct::interim("bob", "81000004"))
+                .at(t0 + 60)
+                .time(60)
+                .octets(1000, 2000),
+        )
         .await;
     // 5 GiB + 10 in: Gigawords must be joined.
     let big_in = (5u64 << 32) + 10;
     h.client
-        .send(&s(Acct::interim("bob", "81000004")).at(t0 + 120).time(120).octets(big_in, 3000))
+        .send(
+            &s(Acct::interim("bob", "81000004"))
+                .at(t0 + 120)
+                .time(120)
+                .octets(big_in, 3000),
+        )
         .await;
     h.client
         .send(
@@ -87,11 +99,23 @@ async fn retransmitted_stop_is_recorded_once(b: Backend) {
     let h = Harness::start(b).await;
     let t0 = now() - 100;
     h.client.send(&Acct::start("ann", "1").at(t0)).await;
-    let stop = Acct::stop("ann", "1").at(t0 + 50).time(50).octets(10, 20).cause(1);
+    let stop = Acct::stop("ann", "1")
+        .at(t0 + 50)
+        .time(50)
+        .octets(10, 20)
+        .cause(1);
     let pkt = stop.encode(77, &h.client.secret);
-    let first = h.client.exchange(&pkt, 1, Duration::from_secs(3)).await.expect("answer");
+    let first = h
+        .client
+        .exchange(&pkt, 1, Duration::from_secs(3))
+        .await
+        .expect("answer");
     // The same datagram again (a retransmission): same answer, nothing applied twice.
-    let second = h.client.exchange(&pkt, 1, Duration::from_secs(3)).await.expect("answer again");
+    let second = h
+        .client
+        .exchange(&pkt, 1, Duration::from_secs(3))
+        .await
+        .expect("answer again");
     assert_eq!(first, second);
     let rows = h.rows().await;
     assert_eq!(rows.len(), 1);
@@ -109,14 +133,37 @@ async fn counters_never_rewind_and_stop_without_counters_keeps_them(b: Backend) 
     let h = Harness::start(b).await;
     let t0 = now() - 200;
     h.client.send(&Acct::start("cat", "2").at(t0)).await;
-    h.client.send(&Acct::interim("cat", "2").at(t0 + 100).time(100).octets(5000, 6000)).await;
+    h.client
+        .send(
+            &Acct::interim("cat", "2")
+                .at(t0 + 100)
+                .time(100)
+                .octets(5000, 6000),
+        )
+        .await;
     // An older interim arriving late.
-    h.client.send(&Acct::interim("cat", "2").at(t0 + 50).time(50).octets(100, 200)).await;
+    h.client
+        .send(
+            &Acct::interim("cat", "2")
+                .at(t0 + 50)
+                .time(50)
+                .octets(100, 200),
+        )
+        .await;
     let r = &h.rows().await[0];
-    assert_eq!((r.input, r.output, r.session_time), (Some(5000), Some(6000), Some(100)));
-    assert_eq!(r.update, Some(i64::from(t0 + 100)), "update time does not go back");
+    assert_eq!(
+        (r.input, r.output, r.session_time),
+        (Some(5000), Some(6000), Some(100))
+    );
+    assert_eq!(
+        r.update,
+        Some(i64::from(t0 + 100)),
+        "update time does not go back"
+    );
     // Stop without counters or session time.
-    h.client.send(&Acct::stop("cat", "2").at(t0 + 150).cause(2)).await;
+    h.client
+        .send(&Acct::stop("cat", "2").at(t0 + 150).cause(2))
+        .await;
     let r = &h.rows().await[0];
     assert_eq!((r.input, r.output), (Some(5000), Some(6000)));
     assert_eq!(r.stop, Some(i64::from(t0 + 150)));
@@ -127,14 +174,18 @@ async fn counters_never_rewind_and_stop_without_counters_keeps_them(b: Backend) 
 async fn interim_without_start_opens_a_row(b: Backend) {
     let h = Harness::start(b).await;
     let t = now() - 10;
-    h.client.send(&Acct::interim("dan", "3").at(t).time(600).octets(1, 2)).await;
+    h.client
+        .send(&Acct::interim("dan", "3").at(t).time(600).octets(1, 2))
+        .await;
     let rows = h.rows().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].start, Some(i64::from(t) - 600));
     assert_eq!(rows[0].stop, None);
     assert_eq!(h.server.index.len(), 1);
     // The next interim matches the same row.
-    h.client.send(&Acct::interim("dan", "3").at(t + 60).time(660).octets(3, 4)).await;
+    h.client
+        .send(&Acct::interim("dan", "3").at(t + 60).time(660).octets(3, 4))
+        .await;
     assert_eq!(h.rows().await.len(), 1);
     h.server.stop().await;
 }
@@ -142,7 +193,9 @@ async fn interim_without_start_opens_a_row(b: Backend) {
 async fn stop_without_start_inserts_a_closed_row(b: Backend) {
     let h = Harness::start(b).await;
     let t = now() - 10;
-    h.client.send(&Acct::stop("eve", "4").at(t).time(90).octets(7, 8).cause(1)).await;
+    h.client
+        .send(&Acct::stop("eve", "4").at(t).time(90).octets(7, 8).cause(1))
+        .await;
     let rows = h.rows().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].start, Some(i64::from(t) - 90));
@@ -159,10 +212,33 @@ async fn repeated_start_and_stop_change_nothing(b: Backend) {
     // A Start sent again by the NAS (new Identifier, so not a retransmission).
     h.client.send(&Acct::start("fay", "5").at(t0 + 2)).await;
     assert_eq!(h.rows().await.len(), 1);
-    h.client.send(&Acct::stop("fay", "5").at(t0 + 100).time(100).octets(1, 1).cause(1)).await;
+    h.client
+        .send(
+            &Acct::stop("fay", "5")
+                .at(t0 + 100)
+                .time(100)
+                .octets(1, 1)
+                .cause(1),
+        )
+        .await;
     let before = h.rows().await;
-    h.client.send(&Acct::stop("fay", "5").at(t0 + 110).time(110).octets(9, 9).cause(2)).await;
-    h.client.send(&Acct::interim("fay", "5").at(t0 + 105).time(105).octets(5, 5)).await;
+    h.client
+        .send(
+            &Acct::stop("fay", "5")
+                .at(t0 + 110)
+                .time(110)
+                .octets(9, 9)
+                .cause(2),
+        )
+        .await;
+    h.client
+        .send(
+            &Acct::interim("fay", "5")
+                .at(t0 + 105)
+                .time(105)
+                .octets(5, 5),
+        )
+        .await;
     assert_eq!(h.rows().await, before, "a row the NAS closed is final");
     let events = h.store().events_for(before[0].radacctid).await.unwrap();
     assert_eq!(events.len(), 2, "{events:?}");
@@ -173,10 +249,14 @@ async fn session_id_reuse_after_reboot_gets_a_new_row(b: Backend) {
     let h = Harness::start(b).await;
     let t0 = now() - 280;
     h.client.send(&Acct::start("gus", "81000001").at(t0)).await;
-    h.client.send(&Acct::stop("gus", "81000001").at(t0 + 30).time(30).cause(1)).await;
+    h.client
+        .send(&Acct::stop("gus", "81000001").at(t0 + 30).time(30).cause(1))
+        .await;
     let closed = h.rows().await;
     // After a NAS reboot the same Acct-Session-Id names a new session.
-    h.client.send(&Acct::start("gus", "81000001").at(t0 + 200)).await;
+    h.client
+        .send(&Acct::start("gus", "81000001").at(t0 + 200))
+        .await;
     let rows = h.rows().await;
     assert_eq!(rows.len(), 2, "{rows:#?}");
     assert_eq!(rows[0], closed[0], "the closed row is untouched");
@@ -185,7 +265,9 @@ async fn session_id_reuse_after_reboot_gets_a_new_row(b: Backend) {
     assert_eq!(rows[1].start, Some(i64::from(t0 + 200)));
     assert_eq!(rows[1].stop, None);
     // Its Stop finds the new row, not the old one.
-    h.client.send(&Acct::stop("gus", "81000001").at(t0 + 260).time(60).cause(1)).await;
+    h.client
+        .send(&Acct::stop("gus", "81000001").at(t0 + 260).time(60).cause(1))
+        .await;
     let rows = h.rows().await;
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0], closed[0]);
@@ -197,18 +279,30 @@ async fn newer_session_on_same_key_closes_the_open_row_as_lost_service(b: Backen
     let h = Harness::start(b).await;
     let t0 = now() - 290;
     h.client.send(&Acct::start("hal", "7").at(t0)).await;
-    h.client.send(&Acct::interim("hal", "7").at(t0 + 60).time(60).octets(11, 22)).await;
+    h.client
+        .send(
+            &Acct::interim("hal", "7")
+                .at(t0 + 60)
+                .time(60)
+                .octets(11, 22),
+        )
+        .await;
     // The Stop was lost; the NAS rebooted and a new session reuses the key.
     h.client.send(&Acct::start("hal", "7").at(t0 + 250)).await;
     let rows = h.rows().await;
     assert_eq!(rows.len(), 2, "{rows:#?}");
     assert_eq!(rows[0].cause.as_deref(), Some("Lost-Service"));
-    assert_eq!(rows[0].stop, Some(i64::from(t0 + 60)), "closed at its last update");
+    assert_eq!(
+        rows[0].stop,
+        Some(i64::from(t0 + 60)),
+        "closed at its last update"
+    );
     assert_eq!((rows[0].input, rows[0].output), (Some(11), Some(22)));
     assert_eq!(rows[1].stop, None);
     assert_eq!(h.server.index.len(), 1);
     assert_eq!(
-        h.scalar("SELECT COUNT(*) FROM radacct WHERE acctstoptime IS NULL").await,
+        h.scalar("SELECT COUNT(*) FROM radacct WHERE acctstoptime IS NULL")
+            .await,
         1,
         "at most one open row per key"
     );
@@ -223,7 +317,12 @@ async fn accounting_on_closes_every_session_of_that_nas(b: Backend) {
     }
     // A session of another NAS (different NAS-IP-Address) must stay open.
     h.client
-        .send(&Acct::start("other", "9").at(t0).without(attr::NAS_IP_ADDRESS).with(attr::NAS_IP_ADDRESS, vec![10, 9, 9, 9]))
+        .send(
+            &Acct::start("other", "9")
+                .at(t0)
+                .without(attr::NAS_IP_ADDRESS)
+                .with(attr::NAS_IP_ADDRESS, vec![10, 9, 9, 9]),
+        )
         .await;
     assert_eq!(h.server.index.len(), 4);
     let on = Acct {
@@ -244,10 +343,26 @@ async fn accounting_on_closes_every_session_of_that_nas(b: Backend) {
     assert_eq!(other.stop, None);
     assert_eq!(h.server.index.len(), 1);
     // The NAS's own Stop arriving later completes the row and keeps it closed.
-    h.client.send(&Acct::stop("a1", "1").at(t0 + 90).time(90).octets(50, 60).cause(1)).await;
-    let a1 = h.rows().await.into_iter().find(|r| r.username == "a1").unwrap();
+    h.client
+        .send(
+            &Acct::stop("a1", "1")
+                .at(t0 + 90)
+                .time(90)
+                .octets(50, 60)
+                .cause(1),
+        )
+        .await;
+    let a1 = h
+        .rows()
+        .await
+        .into_iter()
+        .find(|r| r.username == "a1")
+        .unwrap();
     assert_eq!(a1.stop, Some(i64::from(t0 + 90)));
-    assert_eq!((a1.input, a1.output, a1.session_time), (Some(50), Some(60), Some(100)));
+    assert_eq!(
+        (a1.input, a1.output, a1.session_time),
+        (Some(50), Some(60), Some(100))
+    );
     assert_eq!(a1.cause.as_deref(), Some("NAS-Reboot"));
     h.server.stop().await;
 }
@@ -257,29 +372,57 @@ async fn event_timestamp_outside_skew_falls_back_to_arrival_time(b: Backend) {
     // A NAS whose clock says 2001.
     let before = i64::from(now());
     h.client
-        .send(&Acct::start("ivy", "8").at(1_000_000_000).without(attr::ACCT_DELAY_TIME).u32(attr::ACCT_DELAY_TIME, 5))
+        .send(
+            &Acct::start("ivy", "8")
+                .at(1_000_000_000)
+                .without(attr::ACCT_DELAY_TIME)
+                .u32(attr::ACCT_DELAY_TIME, 5),
+        )
         .await;
     let after = i64::from(now());
     let r = &h.rows().await[0];
     let start = r.start.unwrap();
-    assert!(start >= before - 5 - 1 && start <= after - 5 + 1, "start {start} not arrival − delay");
+    assert!(
+        start >= before - 5 - 1 && start <= after - 5 + 1,
+        "start {start} not arrival − delay"
+    );
     let (_, metrics) = h.http_get("/metrics").await;
-    assert!(metrics.contains("radacctd_nas_clock_skew_total"), "{metrics}");
+    assert!(
+        metrics.contains("radacctd_nas_clock_skew_total"),
+        "{metrics}"
+    );
     h.server.stop().await;
 }
 
 async fn subscriber_online_flag_follows_open_sessions(b: Backend) {
     let h = Harness::start(b).await;
     h.store().upsert_subscriber("jon", None).await.unwrap();
-    assert_eq!(h.store().subscriber_online("jon").await.unwrap(), Some(false));
+    assert_eq!(
+        h.store().subscriber_online("jon").await.unwrap(),
+        Some(false)
+    );
     let t0 = now() - 200;
     h.client.send(&Acct::start("jon", "1").at(t0)).await;
     h.client.send(&Acct::start("jon", "2").at(t0)).await;
-    assert_eq!(h.store().subscriber_online("jon").await.unwrap(), Some(true));
-    h.client.send(&Acct::stop("jon", "1").at(t0 + 10).time(10).cause(1)).await;
-    assert_eq!(h.store().subscriber_online("jon").await.unwrap(), Some(true), "one session still open");
-    h.client.send(&Acct::stop("jon", "2").at(t0 + 20).time(20).cause(1)).await;
-    assert_eq!(h.store().subscriber_online("jon").await.unwrap(), Some(false));
+    assert_eq!(
+        h.store().subscriber_online("jon").await.unwrap(),
+        Some(true)
+    );
+    h.client
+        .send(&Acct::stop("jon", "1").at(t0 + 10).time(10).cause(1))
+        .await;
+    assert_eq!(
+        h.store().subscriber_online("jon").await.unwrap(),
+        Some(true),
+        "one session still open"
+    );
+    h.client
+        .send(&Acct::stop("jon", "2").at(t0 + 20).time(20).cause(1))
+        .await;
+    assert_eq!(
+        h.store().subscriber_online("jon").await.unwrap(),
+        Some(false)
+    );
     h.server.stop().await;
 }
 
@@ -288,7 +431,15 @@ async fn late_packets_of_an_older_session_leave_the_open_one_alone(b: Backend) {
     let t0 = now() - 290;
     h.client.send(&Acct::start("kim", "5").at(t0 + 200)).await;
     // A Stop for an earlier session of the same key, delivered late.
-    h.client.send(&Acct::stop("kim", "5").at(t0 + 100).time(100).octets(1, 2).cause(1)).await;
+    h.client
+        .send(
+            &Acct::stop("kim", "5")
+                .at(t0 + 100)
+                .time(100)
+                .octets(1, 2)
+                .cause(1),
+        )
+        .await;
     let rows = h.rows().await;
     assert_eq!(rows.len(), 2, "{rows:#?}");
     let open: Vec<_> = rows.iter().filter(|r| r.stop.is_none()).collect();

@@ -55,7 +55,9 @@ pub fn skip_postgres() -> bool {
     if std::env::var("RADACCTD_TEST_PG_URL").is_ok() {
         return false;
     }
-    if std::env::var("RADACCTD_TEST_SKIP_PG").as_deref() == Ok("1") && std::env::var("CI").as_deref() != Ok("true") {
+    if std::env::var("RADACCTD_TEST_SKIP_PG").as_deref() == Ok("1")
+        && std::env::var("CI").as_deref() != Ok("true")
+    {
         eprintln!("SKIPPED: PostgreSQL test (RADACCTD_TEST_SKIP_PG=1)");
         return true;
     }
@@ -101,17 +103,21 @@ impl TestDb {
             }
         }
     }
-
-    pub fn sqlite_path(&self) -> Option<&Path> {
-        self._dir.as_ref().map(|d| d.path())
-    }
 }
 
 fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
 }
 
 /// The configuration tests run with: both listeners on port 0, one NAS on 127.0.0.1.
@@ -176,8 +182,14 @@ impl Harness {
 pub async fn scalar(store: &Store, sql: &str) -> i64 {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
     match store {
-        Store::Sqlite(s) => sqlx::query_scalar::<_, i64>(sql).fetch_one(s.pool()).await.unwrap(),
-        Store::Postgres(s) => sqlx::query_scalar::<_, i64>(sql).fetch_one(s.pool()).await.unwrap(),
+        Store::Sqlite(s) => sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(s.pool())
+            .await
+            .unwrap(),
+        Store::Postgres(s) => sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(s.pool())
+            .await
+            .unwrap(),
     }
 }
 
@@ -240,7 +252,10 @@ pub async fn rows(store: &Store) -> Vec<Row> {
                  CAST(strftime('%s', acctupdatetime) AS INTEGER) AS u, \
                  CAST(strftime('%s', acctstoptime) AS INTEGER) AS e FROM radacct ORDER BY radacctid"
             );
-            let r = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(s.pool()).await.unwrap();
+            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(s.pool())
+                .await
+                .unwrap();
             map_rows!(r)
         }
         Store::Postgres(s) => {
@@ -250,7 +265,10 @@ pub async fn rows(store: &Store) -> Vec<Row> {
                  EXTRACT(EPOCH FROM acctupdatetime)::bigint AS u, \
                  EXTRACT(EPOCH FROM acctstoptime)::bigint AS e FROM radacct ORDER BY radacctid"
             );
-            let r = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(s.pool()).await.unwrap();
+            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(s.pool())
+                .await
+                .unwrap();
             map_rows!(r)
         }
     }
@@ -272,7 +290,10 @@ impl WriteLock {
         match db.backend {
             Backend::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-                sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut c).await.unwrap();
+                sqlx::raw_sql("BEGIN EXCLUSIVE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
                 WriteLock::Sqlite(c)
             }
             Backend::Postgres => {
@@ -299,7 +320,10 @@ impl WriteLock {
 }
 
 pub fn now() -> u32 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as u32
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
 }
 
 /// An Accounting-Request under construction, with MikroTik PPPoE attribute shapes
@@ -401,7 +425,8 @@ impl RadClient {
     }
 
     pub fn next_id(&self) -> u8 {
-        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Send and wait for a verified response (retransmitting like a NAS); panics if none.
@@ -429,9 +454,15 @@ impl RadClient {
         let mut buf = vec![0u8; 4096];
         loop {
             let left = deadline.checked_duration_since(tokio::time::Instant::now())?;
-            let (n, _) = tokio::time::timeout(left, self.socket.recv_from(&mut buf)).await.ok()?.ok()?;
+            let (n, _) = tokio::time::timeout(left, self.socket.recv_from(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
             let resp = buf[..n].to_vec();
-            if resp.len() >= 20 && resp[1] == request[1] && is_authentic_response(&resp, request, self.secret.as_bytes()) {
+            if resp.len() >= 20
+                && resp[1] == request[1]
+                && is_authentic_response(&resp, request, self.secret.as_bytes())
+            {
                 return Some(resp);
             }
         }
@@ -452,16 +483,36 @@ pub fn is_authentic_response(resp: &[u8], req: &[u8], secret: &[u8]) -> bool {
 
 /// Run radclient (freeradius-utils) with the given attribute lines; returns whether it got
 /// a valid answer (exit status 0) and its output.
-pub async fn radclient(server: SocketAddr, kind: &str, secret: &str, attrs: &str) -> (bool, String) {
+pub async fn radclient(
+    server: SocketAddr,
+    kind: &str,
+    secret: &str,
+    attrs: &str,
+) -> (bool, String) {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("radclient")
-        .args(["-x", "-r", "2", "-t", "2", &server.to_string(), kind, secret])
+        .args([
+            "-x",
+            "-r",
+            "2",
+            "-t",
+            "2",
+            &server.to_string(),
+            kind,
+            secret,
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("radclient not found: install freeradius-utils (scripts/test.sh does)");
-    child.stdin.take().unwrap().write_all(attrs.as_bytes()).await.unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attrs.as_bytes())
+        .await
+        .unwrap();
     let out = child.wait_with_output().await.unwrap();
     let text = format!(
         "{}{}",
@@ -480,7 +531,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     s.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 

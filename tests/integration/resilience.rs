@@ -1,0 +1,332 @@
+//! Bad input, restarts, an unwritable store and shutdown, on both backends.
+
+use std::time::Duration;
+
+use radacctd::radius::attr;
+
+use crate::both_backends;
+use crate::harness::{
+    Acct, Backend, Harness, RadClient, SECRET, WriteLock, eventually, now, radclient,
+};
+
+both_backends!(
+    wrong_secret_and_unknown_nas_get_no_answer,
+    garbage_and_truncated_packets_are_dropped_and_the_server_keeps_answering,
+    status_server_is_answered,
+    radclient_records_a_mikrotik_session,
+    restart_rebuilds_the_index_and_loses_nothing,
+    unwritable_store_means_no_answer_then_recovery_without_loss,
+    shutdown_commits_and_answers_everything_accepted,
+);
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn wrong_secret_and_unknown_nas_get_no_answer(b: Backend) {
+    let h = Harness::start(b).await;
+    let (_, before) = h.http_get("/metrics").await;
+    let wrong = RadClient::new(h.server.radius_addr, "not-the-secret").await;
+    let pkt = Acct::start("mallory", "1")
+        .at(now())
+        .encode(1, "not-the-secret");
+    assert!(
+        wrong.silent(&pkt, Duration::from_millis(700)).await,
+        "wrong secret answered"
+    );
+    // 127.0.0.2 is not a configured NAS.
+    let stranger = RadClient::bound("127.0.0.2:0", h.server.radius_addr, SECRET).await;
+    let pkt = Acct::start("mallory", "2").at(now()).encode(2, SECRET);
+    assert!(
+        stranger.silent(&pkt, Duration::from_millis(700)).await,
+        "unknown NAS answered"
+    );
+    assert!(h.rows().await.is_empty());
+    let (_, after) = h.http_get("/metrics").await;
+    for reason in ["bad_authenticator", "unknown_nas"] {
+        let key = format!("radacctd_packets_dropped_total{{reason=\"{reason}\"}}");
+        assert!(
+            metric(&after, &key) >= metric(&before, &key) + 1.0,
+            "{key} not counted:\n{after}"
+        );
+    }
+    h.server.stop().await;
+}
+
+async fn garbage_and_truncated_packets_are_dropped_and_the_server_keeps_answering(b: Backend) {
+    let h = Harness::start(b).await;
+    let valid = Acct::start("zed", "1").at(now()).encode(9, SECRET);
+    let mut bad: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![4],
+        vec![4, 1, 0, 20],
+        valid[..valid.len() - 3].to_vec(),
+        vec![0xff; 5000],
+        vec![0u8; 4097],
+    ];
+    // Lying length field, attribute lengths 0, 1 and past the end.
+    let mut lying = valid.clone();
+    lying[2..4].copy_from_slice(&4000u16.to_be_bytes());
+    bad.push(lying);
+    for len in [0u8, 1, 250] {
+        let mut p = valid.clone();
+        p[21] = len;
+        bad.push(p);
+    }
+    // An Access-Request: not this server's job.
+    let mut access = valid.clone();
+    access[0] = 1;
+    bad.push(access);
+    // Huge Acct-Session-Id, non-UTF-8 and SQL metacharacters in strings: stored, not fatal.
+    let hostile = Acct::start("x'); DROP TABLE radacct;--", &"9".repeat(253))
+        .with(attr::CALLING_STATION_ID, vec![0xff, 0xfe, 0, b'a'])
+        .at(now());
+    // Deterministic noise.
+    let mut x: u32 = 12345;
+    for _ in 0..200 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let len = (x % 300) as usize;
+        bad.push((0..len).map(|i| (x >> (i % 24)) as u8).collect());
+    }
+    for p in &bad {
+        h.client
+            .socket
+            .send_to(p, h.server.radius_addr)
+            .await
+            .unwrap();
+    }
+    h.client.send(&hostile).await;
+    let reply = h.client.exchange(&valid, 3, Duration::from_secs(2)).await;
+    assert!(reply.is_some(), "server stopped answering after bad input");
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .any(|r| r.username == "x'); DROP TABLE radacct;--")
+    );
+    assert!(rows.iter().any(|r| r.acctsessionid.len() == 253));
+    let (_, m) = h.http_get("/metrics").await;
+    assert!(
+        metric(&m, "radacctd_packets_dropped_total{reason=\"bad_length\"}") >= 4.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "radacctd_packets_dropped_total{reason=\"bad_attribute\"}"
+        ) >= 3.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "radacctd_packets_dropped_total{reason=\"unsupported_code\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    h.server.stop().await;
+}
+
+async fn status_server_is_answered(b: Backend) {
+    let h = Harness::start(b).await;
+    let (ok, out) = radclient(
+        h.server.radius_addr,
+        "status",
+        SECRET,
+        "Message-Authenticator = 0x00\n",
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("Received Accounting-Response"), "{out}");
+    h.server.stop().await;
+}
+
+async fn radclient_records_a_mikrotik_session(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 200;
+    // Attribute shapes of a RouterOS PPPoE server (shared/fixtures/mikrotik).
+    let common = "User-Name = \"bob\"\nAcct-Session-Id = \"81000004\"\nNAS-IP-Address = 127.0.0.1\n\
+        NAS-Identifier = \"MikroTik\"\nNAS-Port-Id = \"bridge1\"\nNAS-Port = 15728644\n\
+        NAS-Port-Type = Ethernet\nService-Type = Framed-User\nFramed-Protocol = PPP\n\
+        Calling-Station-Id = \"F8:B4:6A:C1:71:78\"\nCalled-Station-Id = \"service1\"\n\
+        Framed-IP-Address = 10.10.10.251\nAcct-Authentic = RADIUS\nAcct-Delay-Time = 0\n";
+    let send = |extra: String| {
+        let attrs = format!("{common}{extra}");
+        let addr = h.server.radius_addr;
+        async move { radclient(addr, "acct", SECRET, &attrs).await }
+    };
+    let (ok, out) = send(format!(
+        "Acct-Status-Type = Start\nEvent-Timestamp = {t0}\n"
+    ))
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = send(format!(
+        "Acct-Status-Type = Interim-Update\nEvent-Timestamp = {}\nAcct-Session-Time = 60\n\
+         Acct-Input-Octets = 4164618\nAcct-Output-Octets = 7308659\nAcct-Input-Gigawords = 1\n",
+        t0 + 60
+    ))
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = send(format!(
+        "Acct-Status-Type = Stop\nEvent-Timestamp = {}\nAcct-Session-Time = 70\n\
+         Acct-Input-Octets = 4164700\nAcct-Output-Octets = 7308700\nAcct-Input-Gigawords = 1\n\
+         Acct-Terminate-Cause = Lost-Carrier\n",
+        t0 + 70
+    ))
+    .await;
+    assert!(ok, "{out}");
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let r = &rows[0];
+    let key = radacctd::sessions::SessionKey::freeradius(
+        b"bob",
+        b"81000004",
+        "127.0.0.1",
+        b"MikroTik",
+        b"bridge1",
+        Some(15_728_644),
+    );
+    assert_eq!(r.acctuniqueid, key.to_hex());
+    assert_eq!(r.start, Some(i64::from(t0)));
+    assert_eq!(r.stop, Some(i64::from(t0 + 70)));
+    assert_eq!(r.input, Some((1i64 << 32) + 4_164_700));
+    assert_eq!(r.output, Some(7_308_700));
+    assert_eq!(r.cause.as_deref(), Some("Lost-Carrier"));
+    assert_eq!(r.nasporttype.as_deref(), Some("Ethernet"));
+    h.server.stop().await;
+}
+
+async fn restart_rebuilds_the_index_and_loses_nothing(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 250;
+    for i in 0..20 {
+        h.client
+            .send(&Acct::start(&format!("u{i}"), &format!("{i}")).at(t0))
+            .await;
+    }
+    h.client
+        .send(&Acct::stop("u0", "0").at(t0 + 10).time(10).cause(1))
+        .await;
+    let before = h.rows().await;
+    let h = h.restart().await;
+    assert_eq!(h.server.index.len(), 19, "open sessions reloaded");
+    assert_eq!(h.rows().await, before);
+    // An interim after the restart matches the existing row (no new row).
+    h.client
+        .send(
+            &Acct::interim("u5", "5")
+                .at(t0 + 60)
+                .time(60)
+                .octets(123, 456),
+        )
+        .await;
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 20);
+    let u5 = rows.iter().find(|r| r.username == "u5").unwrap();
+    assert_eq!((u5.input, u5.output), (Some(123), Some(456)));
+    h.server.stop().await;
+}
+
+async fn unwritable_store_means_no_answer_then_recovery_without_loss(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 100;
+    let packets: Vec<Vec<u8>> = (0..5)
+        .map(|i| {
+            Acct::start(&format!("w{i}"), &format!("{i}"))
+                .at(t0)
+                .encode(100 + i as u8, SECRET)
+        })
+        .collect();
+    let lock = WriteLock::take(&h.db).await;
+    for p in &packets {
+        h.client
+            .socket
+            .send_to(p, h.server.radius_addr)
+            .await
+            .unwrap();
+    }
+    // SQLite gives up on a lock after its 5 s busy timeout and the writer retries; PostgreSQL
+    // waits on the lock. Either way nothing may be answered while the store cannot commit.
+    let wait = match b {
+        Backend::Sqlite => Duration::from_secs(6),
+        Backend::Postgres => Duration::from_secs(2),
+    };
+    assert!(
+        h.client.recv_for(&packets[0], wait).await.is_none(),
+        "answered without a commit"
+    );
+    lock.release().await;
+    for p in &packets {
+        // The NAS retransmits the same packet until it is answered.
+        assert!(
+            h.client
+                .exchange(p, 10, Duration::from_secs(1))
+                .await
+                .is_some(),
+            "no answer after recovery"
+        );
+    }
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 5, "{rows:#?}");
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events").await,
+        5,
+        "applied exactly once"
+    );
+    h.server.stop().await;
+}
+
+async fn shutdown_commits_and_answers_everything_accepted(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 100;
+    let packets: Vec<Vec<u8>> = (0..30)
+        .map(|i| {
+            Acct::start(&format!("s{i}"), &format!("{i}"))
+                .at(t0)
+                .encode(i as u8, SECRET)
+        })
+        .collect();
+    // Hold the store so the packets pile up in the writer's queue, then ask for shutdown.
+    let lock = WriteLock::take(&h.db).await;
+    for p in &packets {
+        h.client
+            .socket
+            .send_to(p, h.server.radius_addr)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(h.server.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !stopping.is_finished(),
+        "stopped before committing what it accepted"
+    );
+    lock.release().await;
+    stopping.await.unwrap();
+    let mut answered = 0;
+    for p in &packets {
+        if h.client
+            .recv_for(p, Duration::from_millis(100))
+            .await
+            .is_some()
+        {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 30, "every accepted packet answered before exit");
+    // The server closed its pool on the way out; open the database again.
+    let store = radacctd::sessions::Store::connect(&crate::harness::config(&h.db, "").database)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            crate::harness::rows(&store).await.len() == 30
+        })
+        .await
+    );
+}

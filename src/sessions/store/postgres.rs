@@ -1,12 +1,13 @@
 //! PostgreSQL backend: the production store, FreeRADIUS-compatible (`inet`,
 //! `timestamptz`, `bigint`), safe to point at an existing FreeRADIUS database.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{Batch, NasRow, RowValues, StoreError, bind_row, session_from_row};
+use super::{Batch, NasRow, RowValues, StoreError, session_from_row};
 use crate::config::{self, DatabaseConfig, NasConfig};
 use crate::sessions::key::SessionKey;
 use crate::sessions::model::{Event, Session, StopSource};
@@ -46,35 +47,227 @@ const ROW_SOURCE: &str = "SELECT radacctid, acctuniqueid, sessionkey, nas_id, us
     framedinterfaceid, delegatedipv6prefix::text AS delegatedipv6prefix, class, stopsource \
     FROM radacct";
 
-const INSERT_ROW: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, sessionkey, nas_id, \
-    username, realm, nasipaddress, nasportid, nasporttype, acctstarttime, acctupdatetime, \
-    acctstoptime, acctinterval, acctsessiontime, acctauthentic, connectinfo_start, \
-    connectinfo_stop, acctinputoctets, acctoutputoctets, calledstationid, callingstationid, \
-    acctterminatecause, servicetype, framedprotocol, framedipaddress, framedipv6address, \
-    framedipv6prefix, framedinterfaceid, delegatedipv6prefix, class, stopsource) VALUES \
-    ($1, $2, $3, $4, $5, $6, COALESCE($7::inet, '0.0.0.0'::inet), $8, $9, to_timestamp($10), \
-    to_timestamp($11), to_timestamp($12), $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-    $23, $24, $25::inet, $26::inet, $27::inet, $28, $29::inet, $30, $31) RETURNING radacctid";
+/// The 31 columns of a row as parallel arrays, in `RowValues` order; shared by the batched
+/// INSERT and UPDATE.
+const UNNEST_ROWS: &str = "UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], \
+    $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[], $12::int8[], \
+    $13::int8[], $14::int8[], $15::text[], $16::text[], $17::text[], $18::int8[], $19::int8[], \
+    $20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::text[], \
+    $27::text[], $28::text[], $29::text[], $30::text[], $31::text[], $32::int8[]) \
+    WITH ORDINALITY AS v(acctsessionid, acctuniqueid, sessionkey, nas_id, username, realm, \
+    nasipaddress, nasportid, nasporttype, acctstarttime, acctupdatetime, acctstoptime, \
+    acctinterval, acctsessiontime, acctauthentic, connectinfo_start, connectinfo_stop, \
+    acctinputoctets, acctoutputoctets, calledstationid, callingstationid, acctterminatecause, \
+    servicetype, framedprotocol, framedipaddress, framedipv6address, framedipv6prefix, \
+    framedinterfaceid, delegatedipv6prefix, class, stopsource, radacctid, ord)";
 
-const UPDATE_ROW: &str = "UPDATE radacct SET acctsessionid = $1, acctuniqueid = $2, \
-    sessionkey = $3, nas_id = $4, username = $5, realm = $6, \
-    nasipaddress = COALESCE($7::inet, nasipaddress), nasportid = $8, nasporttype = $9, \
-    acctstarttime = to_timestamp($10), acctupdatetime = to_timestamp($11), \
-    acctstoptime = to_timestamp($12), acctinterval = $13, acctsessiontime = $14, \
-    acctauthentic = $15, connectinfo_start = $16, connectinfo_stop = $17, \
-    acctinputoctets = $18, acctoutputoctets = $19, calledstationid = $20, \
-    callingstationid = $21, acctterminatecause = $22, servicetype = $23, \
-    framedprotocol = $24, framedipaddress = $25::inet, framedipv6address = $26::inet, \
-    framedipv6prefix = $27::inet, framedinterfaceid = $28, delegatedipv6prefix = $29::inet, \
-    class = $30, stopsource = $31 WHERE radacctid = $32";
+/// Group commit: every new row of a batch in one statement. `nasipaddress` is NOT NULL in
+/// the FreeRADIUS schema; a row always has one (the NAS's or the packet's source).
+fn insert_rows_sql() -> String {
+    format!(
+        "INSERT INTO radacct (acctsessionid, acctuniqueid, sessionkey, nas_id, username, realm, \
+         nasipaddress, nasportid, nasporttype, acctstarttime, acctupdatetime, acctstoptime, \
+         acctinterval, acctsessiontime, acctauthentic, connectinfo_start, connectinfo_stop, \
+         acctinputoctets, acctoutputoctets, calledstationid, callingstationid, \
+         acctterminatecause, servicetype, framedprotocol, framedipaddress, framedipv6address, \
+         framedipv6prefix, framedinterfaceid, delegatedipv6prefix, class, stopsource) \
+         SELECT acctsessionid, acctuniqueid, sessionkey, nas_id, username, realm, \
+         COALESCE(nasipaddress::inet, '0.0.0.0'::inet), nasportid, nasporttype, \
+         to_timestamp(acctstarttime), to_timestamp(acctupdatetime), to_timestamp(acctstoptime), \
+         acctinterval, acctsessiontime, acctauthentic, connectinfo_start, connectinfo_stop, \
+         acctinputoctets, acctoutputoctets, calledstationid, callingstationid, \
+         acctterminatecause, servicetype, framedprotocol, framedipaddress::inet, \
+         framedipv6address::inet, framedipv6prefix::inet, framedinterfaceid, \
+         delegatedipv6prefix::inet, class, stopsource FROM {UNNEST_ROWS} ORDER BY ord \
+         RETURNING radacctid, acctuniqueid"
+    )
+}
 
-const INSERT_EVENT: &str = "INSERT INTO radacct_events (radacctid, eventtype, eventtime, \
+/// Every changed row of a batch in one statement.
+fn update_rows_sql() -> String {
+    format!(
+        "UPDATE radacct r SET acctsessionid = v.acctsessionid, acctuniqueid = v.acctuniqueid, \
+         sessionkey = v.sessionkey, nas_id = v.nas_id, username = v.username, realm = v.realm, \
+         nasipaddress = COALESCE(v.nasipaddress::inet, r.nasipaddress), \
+         nasportid = v.nasportid, nasporttype = v.nasporttype, \
+         acctstarttime = to_timestamp(v.acctstarttime), \
+         acctupdatetime = to_timestamp(v.acctupdatetime), \
+         acctstoptime = to_timestamp(v.acctstoptime), acctinterval = v.acctinterval, \
+         acctsessiontime = v.acctsessiontime, acctauthentic = v.acctauthentic, \
+         connectinfo_start = v.connectinfo_start, connectinfo_stop = v.connectinfo_stop, \
+         acctinputoctets = v.acctinputoctets, acctoutputoctets = v.acctoutputoctets, \
+         calledstationid = v.calledstationid, callingstationid = v.callingstationid, \
+         acctterminatecause = v.acctterminatecause, servicetype = v.servicetype, \
+         framedprotocol = v.framedprotocol, framedipaddress = v.framedipaddress::inet, \
+         framedipv6address = v.framedipv6address::inet, \
+         framedipv6prefix = v.framedipv6prefix::inet, framedinterfaceid = v.framedinterfaceid, \
+         delegatedipv6prefix = v.delegatedipv6prefix::inet, class = v.class, \
+         stopsource = v.stopsource FROM {UNNEST_ROWS} WHERE r.radacctid = v.radacctid"
+    )
+}
+
+const INSERT_EVENTS: &str = "INSERT INTO radacct_events (radacctid, eventtype, eventtime, \
     acctsessiontime, acctinputoctets, acctoutputoctets, source) \
-    VALUES ($1, $2, to_timestamp($3), $4, $5, $6, $7)";
+    SELECT id, kind, to_timestamp(t), st, i, o, src FROM UNNEST($1::int8[], $2::text[], \
+    $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::text[]) \
+    WITH ORDINALITY AS e(id, kind, t, st, i, o, src, ord) ORDER BY ord";
 
 const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = EXISTS (SELECT 1 FROM radacct \
     WHERE radacct.username = subscribers.username AND acctstoptime IS NULL), \
-    updated_at = now() WHERE username = $1";
+    updated_at = now() WHERE username = ANY($1)";
+
+/// One batch's rows as parallel arrays (one per column), for UNNEST.
+#[derive(Default)]
+struct Columns<'a> {
+    acctsessionid: Vec<&'a str>,
+    acctuniqueid: Vec<&'a str>,
+    sessionkey: Vec<String>,
+    nas_id: Vec<Option<i64>>,
+    username: Vec<&'a str>,
+    realm: Vec<Option<&'a str>>,
+    nasipaddress: Vec<Option<String>>,
+    nasportid: Vec<Option<&'a str>>,
+    nasporttype: Vec<Option<&'a str>>,
+    acctstarttime: Vec<i64>,
+    acctupdatetime: Vec<i64>,
+    acctstoptime: Vec<Option<i64>>,
+    acctinterval: Vec<Option<i64>>,
+    acctsessiontime: Vec<i64>,
+    acctauthentic: Vec<Option<&'a str>>,
+    connectinfo_start: Vec<Option<&'a str>>,
+    connectinfo_stop: Vec<Option<&'a str>>,
+    acctinputoctets: Vec<i64>,
+    acctoutputoctets: Vec<i64>,
+    calledstationid: Vec<Option<&'a str>>,
+    callingstationid: Vec<Option<&'a str>>,
+    acctterminatecause: Vec<Option<&'a str>>,
+    servicetype: Vec<Option<&'a str>>,
+    framedprotocol: Vec<Option<&'a str>>,
+    framedipaddress: Vec<Option<String>>,
+    framedipv6address: Vec<Option<&'a str>>,
+    framedipv6prefix: Vec<Option<&'a str>>,
+    framedinterfaceid: Vec<Option<&'a str>>,
+    delegatedipv6prefix: Vec<Option<&'a str>>,
+    class: Vec<Option<&'a str>>,
+    stopsource: Vec<Option<&'static str>>,
+    radacctid: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn push(&mut self, s: &'a Session) {
+        // Destructured so that a column added to RowValues cannot be forgotten here.
+        let RowValues {
+            acctsessionid,
+            acctuniqueid,
+            sessionkey,
+            nas_id,
+            username,
+            realm,
+            nasipaddress,
+            nasportid,
+            nasporttype,
+            acctstarttime,
+            acctupdatetime,
+            acctstoptime,
+            acctinterval,
+            acctsessiontime,
+            acctauthentic,
+            connectinfo_start,
+            connectinfo_stop,
+            acctinputoctets,
+            acctoutputoctets,
+            calledstationid,
+            callingstationid,
+            acctterminatecause,
+            servicetype,
+            framedprotocol,
+            framedipaddress,
+            framedipv6address,
+            framedipv6prefix,
+            framedinterfaceid,
+            delegatedipv6prefix,
+            class,
+            stopsource,
+        } = RowValues::of(s);
+        self.acctsessionid.push(acctsessionid);
+        self.acctuniqueid.push(acctuniqueid);
+        self.sessionkey.push(sessionkey);
+        self.nas_id.push(nas_id);
+        self.username.push(username);
+        self.realm.push(realm);
+        self.nasipaddress.push(nasipaddress);
+        self.nasportid.push(nasportid);
+        self.nasporttype.push(nasporttype);
+        self.acctstarttime.push(acctstarttime);
+        self.acctupdatetime.push(acctupdatetime);
+        self.acctstoptime.push(acctstoptime);
+        self.acctinterval.push(acctinterval);
+        self.acctsessiontime.push(acctsessiontime);
+        self.acctauthentic.push(acctauthentic);
+        self.connectinfo_start.push(connectinfo_start);
+        self.connectinfo_stop.push(connectinfo_stop);
+        self.acctinputoctets.push(acctinputoctets);
+        self.acctoutputoctets.push(acctoutputoctets);
+        self.calledstationid.push(calledstationid);
+        self.callingstationid.push(callingstationid);
+        self.acctterminatecause.push(acctterminatecause);
+        self.servicetype.push(servicetype);
+        self.framedprotocol.push(framedprotocol);
+        self.framedipaddress.push(framedipaddress);
+        self.framedipv6address.push(framedipv6address);
+        self.framedipv6prefix.push(framedipv6prefix);
+        self.framedinterfaceid.push(framedinterfaceid);
+        self.delegatedipv6prefix.push(delegatedipv6prefix);
+        self.class.push(class);
+        self.stopsource.push(stopsource);
+        self.radacctid.push(s.radacctid);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.radacctid.is_empty()
+    }
+
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        q.bind(self.acctsessionid)
+            .bind(self.acctuniqueid)
+            .bind(self.sessionkey)
+            .bind(self.nas_id)
+            .bind(self.username)
+            .bind(self.realm)
+            .bind(self.nasipaddress)
+            .bind(self.nasportid)
+            .bind(self.nasporttype)
+            .bind(self.acctstarttime)
+            .bind(self.acctupdatetime)
+            .bind(self.acctstoptime)
+            .bind(self.acctinterval)
+            .bind(self.acctsessiontime)
+            .bind(self.acctauthentic)
+            .bind(self.connectinfo_start)
+            .bind(self.connectinfo_stop)
+            .bind(self.acctinputoctets)
+            .bind(self.acctoutputoctets)
+            .bind(self.calledstationid)
+            .bind(self.callingstationid)
+            .bind(self.acctterminatecause)
+            .bind(self.servicetype)
+            .bind(self.framedprotocol)
+            .bind(self.framedipaddress)
+            .bind(self.framedipv6address)
+            .bind(self.framedipv6prefix)
+            .bind(self.framedinterfaceid)
+            .bind(self.delegatedipv6prefix)
+            .bind(self.class)
+            .bind(self.stopsource)
+            .bind(self.radacctid)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -178,40 +371,84 @@ impl PgStore {
             .transpose()
     }
 
+    /// Group commit in one transaction of at most four statements, whatever the batch size:
+    /// new rows, changed rows, history events, online flags.
     pub async fn commit(&self, batch: &Batch) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut ids = Vec::with_capacity(batch.rows.len());
-        for session in &batch.rows {
-            let values = RowValues::of(session);
-            if session.radacctid == 0 {
-                let id: i64 = bind_row!(sqlx::query_scalar(INSERT_ROW), values)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                ids.push(id);
+        let mut inserts = Columns::default();
+        let mut updates = Columns::default();
+        for s in &batch.rows {
+            if s.radacctid == 0 {
+                inserts.push(s);
             } else {
-                bind_row!(sqlx::query(UPDATE_ROW), values)
-                    .bind(session.radacctid)
-                    .execute(&mut *tx)
-                    .await?;
-                ids.push(session.radacctid);
+                updates.push(s);
             }
         }
-        for (row, event) in &batch.events {
-            let Some(&id) = ids.get(*row) else { continue };
-            sqlx::query(INSERT_EVENT)
-                .bind(id)
-                .bind(event.kind)
-                .bind(event.time)
-                .bind(event.session_time)
-                .bind(event.input_octets)
-                .bind(event.output_octets)
-                .bind(event.source.as_str())
+        let mut tx = self.pool.begin().await?;
+        let mut new_ids: HashMap<String, i64> = HashMap::new();
+        if !inserts.is_empty() {
+            let sql = insert_rows_sql();
+            let rows = inserts
+                .bind(sqlx::query(AssertSqlSafe(sql)))
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in rows {
+                new_ids.insert(r.try_get("acctuniqueid")?, r.try_get("radacctid")?);
+            }
+        }
+        if !updates.is_empty() {
+            let sql = update_rows_sql();
+            updates
+                .bind(sqlx::query(AssertSqlSafe(sql)))
                 .execute(&mut *tx)
                 .await?;
         }
-        for username in &batch.usernames {
+        let mut ids = Vec::with_capacity(batch.rows.len());
+        for s in &batch.rows {
+            let id = if s.radacctid == 0 {
+                *new_ids
+                    .get(&*s.acctuniqueid)
+                    .ok_or_else(|| StoreError::NotFound(format!("id of {}", s.acctuniqueid)))?
+            } else {
+                s.radacctid
+            };
+            ids.push(id);
+        }
+        if !batch.events.is_empty() {
+            let n = batch.events.len();
+            let (mut id, mut kind, mut t, mut st, mut i, mut o, mut src) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for (row, e) in &batch.events {
+                let Some(&rid) = ids.get(*row) else { continue };
+                id.push(rid);
+                kind.push(e.kind);
+                t.push(e.time);
+                st.push(e.session_time);
+                i.push(e.input_octets);
+                o.push(e.output_octets);
+                src.push(e.source.as_str());
+            }
+            sqlx::query(INSERT_EVENTS)
+                .bind(id)
+                .bind(kind)
+                .bind(t)
+                .bind(st)
+                .bind(i)
+                .bind(o)
+                .bind(src)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !batch.usernames.is_empty() {
+            let names: Vec<&str> = batch.usernames.iter().map(|u| &**u).collect();
             sqlx::query(SYNC_ONLINE)
-                .bind(&**username)
+                .bind(names)
                 .execute(&mut *tx)
                 .await?;
         }

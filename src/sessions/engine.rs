@@ -59,7 +59,12 @@ impl Engine {
     /// commit and the changed rows are returned (with their ids); on error nothing was
     /// written and the index is unchanged, so the same records can be retried.
     pub async fn process(&self, records: &[Record]) -> Result<Vec<Session>, StoreError> {
-        let mut work = Work::default();
+        let keys = self.keys_to_prefetch(records);
+        let mut work = Work {
+            prefetched: self.store.rows_for_keys(&keys).await?,
+            prefetched_keys: keys.into_iter().collect(),
+            ..Work::default()
+        };
         for record in records {
             self.apply(&mut work, record).await?;
         }
@@ -75,6 +80,37 @@ impl Engine {
             self.index.apply(row);
         }
         Ok(batch.rows)
+    }
+
+    /// Read, in one query, every row of the keys whose packets the index cannot place:
+    /// new sessions, and packets that do not belong to the key's open row.
+    fn keys_to_prefetch(&self, records: &[Record]) -> Vec<SessionKey> {
+        let mut keys: Vec<SessionKey> = records
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    r.status,
+                    StatusType::AccountingOn | StatusType::AccountingOff
+                )
+            })
+            .filter(|r| match self.index.get(&r.key) {
+                Some(open) => !self.belongs_to_open(&open, r),
+                None => true,
+            })
+            .map(|r| r.key)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// Whether `r` is a packet of the open row `open` (the `find_match` rule for one row).
+    fn belongs_to_open(&self, open: &Session, r: &Record) -> bool {
+        if r.session_time.is_some() || r.status == StatusType::Start {
+            (open.start - r.implied_start()).abs() <= self.tolerance_secs
+        } else {
+            open.is_open()
+        }
     }
 
     /// Rebuild the index from the open rows of `radacct`; returns how many were loaded.
@@ -180,7 +216,11 @@ impl Engine {
                     );
                 }
                 None => {
-                    let rows = self.store.rows_for_key(&key).await?;
+                    let rows = match work.prefetched.remove(&key) {
+                        Some(rows) => rows,
+                        None if work.fetched(&key) => Vec::new(),
+                        None => self.store.rows_for_key(&key).await?,
+                    };
                     let idx: Vec<usize> = rows.into_iter().map(|s| work.push(s, false)).collect();
                     work.by_key.insert(
                         key,
@@ -199,7 +239,11 @@ impl Engine {
         if known.complete || self.find_match(work, &known.rows, r).is_some() {
             return Ok(());
         }
-        let db_rows = self.store.rows_for_key(&key).await?;
+        let db_rows = match work.prefetched.remove(&key) {
+            Some(rows) => rows,
+            None if work.fetched(&key) => Vec::new(),
+            None => self.store.rows_for_key(&key).await?,
+        };
         let mut add = Vec::new();
         for s in db_rows {
             let seen = work.by_key.get(&key).is_some_and(|k| {
@@ -424,6 +468,10 @@ struct Work {
     by_key: HashMap<SessionKey, KeyRows>,
     events: Vec<(usize, Event)>,
     usernames: HashSet<Box<str>>,
+    /// Rows read ahead for keys the index could not place; a key read ahead with no rows
+    /// is recorded in `prefetched_keys` so that it is not read again.
+    prefetched: HashMap<SessionKey, Vec<Session>>,
+    prefetched_keys: HashSet<SessionKey>,
 }
 
 #[derive(Default)]
@@ -434,6 +482,11 @@ struct KeyRows {
 }
 
 impl Work {
+    /// Whether the database was already asked for this key in this batch.
+    fn fetched(&self, key: &SessionKey) -> bool {
+        self.prefetched_keys.contains(key)
+    }
+
     fn push(&mut self, s: Session, dirty: bool) -> usize {
         self.rows.push(s);
         self.dirty.push(dirty);

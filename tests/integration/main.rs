@@ -1,5 +1,6 @@
 //! Integration tests: one binary (faster to build and link), the real server in-process.
 
 mod accounting;
+mod engine;
 mod harness;
 mod resilience;

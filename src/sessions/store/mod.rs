@@ -10,6 +10,7 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::config::{DatabaseConfig, NasConfig};
@@ -138,12 +139,34 @@ impl Store {
         }
     }
 
-    /// Every row of a session key, open or closed, oldest first.
-    pub async fn rows_for_key(&self, key: &SessionKey) -> Result<Vec<Session>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.rows_for_key(key).await,
-            Store::Postgres(s) => s.rows_for_key(key).await,
+    /// Every row of each key, open or closed, oldest first, in one query. Rows written by
+    /// FreeRADIUS are found by `acctuniqueid`, radacctd's own also by `sessionkey`.
+    pub async fn rows_for_keys(
+        &self,
+        keys: &[SessionKey],
+    ) -> Result<HashMap<SessionKey, Vec<Session>>, StoreError> {
+        let mut out: HashMap<SessionKey, Vec<Session>> = HashMap::with_capacity(keys.len());
+        if keys.is_empty() {
+            return Ok(out);
         }
+        let hex: Vec<String> = keys.iter().map(SessionKey::to_hex).collect();
+        let rows = match self {
+            Store::Sqlite(s) => s.rows_for_keys(&hex).await?,
+            Store::Postgres(s) => s.rows_for_keys(&hex).await?,
+        };
+        for row in rows {
+            out.entry(row.key).or_default().push(row);
+        }
+        for rows in out.values_mut() {
+            rows.sort_by_key(|r| (r.start, r.radacctid));
+        }
+        Ok(out)
+    }
+
+    /// Every row of one key, oldest first.
+    pub async fn rows_for_key(&self, key: &SessionKey) -> Result<Vec<Session>, StoreError> {
+        let mut map = self.rows_for_keys(std::slice::from_ref(key)).await?;
+        Ok(map.remove(key).unwrap_or_default())
     }
 
     /// Every open row, for rebuilding the index.

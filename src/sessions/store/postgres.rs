@@ -9,7 +9,6 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{Batch, NasRow, RowValues, StoreError, session_from_row};
 use crate::config::{self, DatabaseConfig, NasConfig};
-use crate::sessions::key::SessionKey;
 use crate::sessions::model::{Event, Session, StopSource};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -337,12 +336,10 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn rows_for_key(&self, key: &SessionKey) -> Result<Vec<Session>, StoreError> {
-        let sql = format!(
-            "{ROW_SOURCE} WHERE sessionkey = $1 OR acctuniqueid = $1 ORDER BY start_s, radacctid"
-        );
+    pub async fn rows_for_keys(&self, keys_hex: &[String]) -> Result<Vec<Session>, StoreError> {
+        let sql = format!("{ROW_SOURCE} WHERE sessionkey = ANY($1) OR acctuniqueid = ANY($1)");
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(key.to_hex())
+            .bind(keys_hex)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()

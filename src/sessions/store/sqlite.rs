@@ -10,7 +10,6 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{Batch, NasRow, RowValues, StoreError, bind_row, session_from_row};
 use crate::config::{self, DatabaseConfig, NasConfig};
-use crate::sessions::key::SessionKey;
 use crate::sessions::model::{Event, Session, StopSource};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -118,12 +117,15 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn rows_for_key(&self, key: &SessionKey) -> Result<Vec<Session>, StoreError> {
+    pub async fn rows_for_keys(&self, keys_hex: &[String]) -> Result<Vec<Session>, StoreError> {
+        // One JSON array parameter instead of a variable number of placeholders.
+        let keys = serde_json::to_string(keys_hex).unwrap_or_else(|_| "[]".to_owned());
         let sql = format!(
-            "{ROW_SOURCE} WHERE sessionkey = ?1 OR acctuniqueid = ?1 ORDER BY start_s, radacctid"
+            "{ROW_SOURCE} WHERE sessionkey IN (SELECT value FROM json_each(?1)) \
+             OR acctuniqueid IN (SELECT value FROM json_each(?1))"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(key.to_hex())
+            .bind(keys)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()

@@ -3,4 +3,5 @@
 mod accounting;
 mod engine;
 mod harness;
+mod pg_restart;
 mod resilience;

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (faster to build and link), the real server in-process.
 
 mod accounting;
+mod cli;
 mod engine;
 mod harness;
 mod pg_restart;

@@ -1,0 +1,260 @@
+//! The `radacctd` binary as an operator runs it: `serve` with no configuration at all,
+//! SIGTERM, `check-config`, `migrate`, `nas add|list|remove`, bad configuration.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::radclient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_radacctd");
+
+fn run(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RADACCTD_DATABASE_URL")
+        .env_remove("RADACCTD_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_runs_on_sqlite_with_the_default_client_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, tcp) = (free_port(), free_tcp_port());
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("RADACCTD_DATABASE_URL")
+        .env("RADACCTD_RADIUS_LISTEN", format!("127.0.0.1:{udp}"))
+        .env("RADACCTD_HTTP_LISTEN", format!("127.0.0.1:{tcp}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{udp}").parse().unwrap();
+    let mut answered = false;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let (ok, _) = radclient(
+            addr,
+            "acct",
+            "testing123",
+            "Acct-Status-Type = Start\nUser-Name = \"cli\"\nAcct-Session-Id = \"1\"\n",
+        )
+        .await;
+        if ok {
+            answered = true;
+            break;
+        }
+    }
+    assert!(
+        answered,
+        "default client 127.0.0.1 / testing123 not answered"
+    );
+    assert!(
+        dir.path().join("radacctd.db").exists(),
+        "SQLite file in the working directory"
+    );
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(
+        stderr.contains("testing123"),
+        "warning about the default client: {stderr}"
+    );
+    assert!(stderr.contains("shutdown complete"), "{stderr}");
+}
+
+#[test]
+fn unknown_config_key_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[radius]\nlisten = \"127.0.0.1:1813\"\nlisen = 1\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["--config", "c.toml", "check-config"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("lisen"), "{}", text(&out));
+}
+
+#[test]
+fn check_config_validates_and_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[database]\nurl = \"postgres://radius:dbpass@db/radius\"\n[auth]\njwt_secret = \"jwtkey\"\n\
+         [[nas]]\nname = \"bng1\"\nip = \"10.0.0.1\"\nsecret = \"nassecret\"\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["--config", "c.toml", "check-config"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for secret in ["dbpass", "jwtkey", "nassecret"] {
+        assert!(!t.contains(secret), "{secret} printed: {t}");
+    }
+    assert!(t.contains("bng1") && t.contains("10.0.0.1"), "{t}");
+    let bad = run(dir.path(), &["--database-url", "mysql://x", "check-config"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("database.url"), "{}", text(&bad));
+}
+
+#[test]
+fn nas_add_list_remove_manage_the_nas_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/r.db", dir.path().display());
+    let add = run(
+        dir.path(),
+        &[
+            "--database-url",
+            &db,
+            "nas",
+            "add",
+            "--name",
+            "bng1",
+            "--ip",
+            "10.0.0.1",
+            "--secret",
+            "topsecret",
+            "--coa-port",
+            "3799",
+            "--api-user",
+            "api",
+            "--api-password",
+            "apipass",
+        ],
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    let list = run(dir.path(), &["--database-url", &db, "nas", "list"]);
+    let t = text(&list);
+    assert!(list.status.success(), "{t}");
+    assert!(
+        t.contains("bng1") && t.contains("10.0.0.1") && t.contains("3799"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("topsecret") && !t.contains("apipass"),
+        "secrets listed: {t}"
+    );
+    // Same IP again updates, not duplicates.
+    let again = run(
+        dir.path(),
+        &[
+            "--database-url",
+            &db,
+            "nas",
+            "add",
+            "--name",
+            "bng1b",
+            "--ip",
+            "10.0.0.1",
+            "--secret",
+            "x",
+        ],
+    );
+    assert!(again.status.success());
+    let t = text(&run(dir.path(), &["--database-url", &db, "nas", "list"]));
+    assert_eq!(t.matches("10.0.0.1").count(), 1, "{t}");
+    assert!(t.contains("bng1b"));
+    let rm = run(
+        dir.path(),
+        &["--database-url", &db, "nas", "remove", "bng1b"],
+    );
+    assert!(rm.status.success(), "{}", text(&rm));
+    let t = text(&run(dir.path(), &["--database-url", &db, "nas", "list"]));
+    assert!(!t.contains("10.0.0.1"), "{t}");
+    let missing = run(
+        dir.path(),
+        &["--database-url", &db, "nas", "remove", "nope"],
+    );
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn migrate_creates_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/m.db", dir.path().display());
+    let out = run(dir.path(), &["--database-url", &db, "migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = run(dir.path(), &["--database-url", &db, "migrate"]);
+    assert!(
+        again.status.success(),
+        "migrations are idempotent: {}",
+        text(&again)
+    );
+}
+
+#[test]
+fn malformed_dictionary_stops_start_up_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = dir.path().join("dict");
+    std::fs::create_dir(&dict).unwrap();
+    std::fs::write(
+        dict.join("dictionary"),
+        "# ok\nATTRIBUTE User-Name 1 string\nATTRIBUTE Broken\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!(
+            "[radius]\nlisten = \"127.0.0.1:0\"\ndictionary_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            dict.display()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "--config",
+            "c.toml",
+            "--database-url",
+            "sqlite://d.db",
+            "serve",
+        ],
+    );
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("dictionary:3"), "file and line named: {t}");
+}

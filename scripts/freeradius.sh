@@ -306,8 +306,8 @@ start() {
   local pid=$!
   echo "$pid" >"$dir/freeradius.pid"
 
-  local i
-  for i in $(seq 1 300); do
+  local _
+  for _ in $(seq 1 300); do
     if grep -q 'Ready to process requests' "$dir/radius.log"; then
       echo "$pid"
       return 0
@@ -329,11 +329,11 @@ start() {
 
 stop() {
   [ $# -eq 1 ] || usage
-  local dir=$1 pid i
+  local dir=$1 pid _
   [ -f "$dir/freeradius.pid" ] || return 0
   pid=$(cat "$dir/freeradius.pid")
   if kill -TERM "$pid" 2>/dev/null; then
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done

@@ -529,6 +529,34 @@ mod tests {
         }
     }
 
+    /// The documented example must stay loadable, with its commented-out keys enabled too,
+    /// so that the documentation cannot drift from the keys the parser accepts.
+    #[test]
+    fn packaged_example_config_parses_with_every_key_enabled() {
+        let text = include_str!("../packaging/radacctd.toml");
+        parse(text).unwrap();
+        let enabled: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with("[[nas]]")
+                        || rest
+                            .split_once(" = ")
+                            .is_some_and(|(k, _)| !k.contains(' ') && !k.is_empty()) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&enabled).unwrap();
+        assert_eq!(c.nas.len(), 1);
+        assert!(c.jwt_secret.is_some());
+        assert!(c.radius.dictionary_dir.is_some());
+        assert_eq!(c.nas[0].api_user.as_deref(), Some("radacctd"));
+    }
+
     #[test]
     fn nas_debug_output_hides_secrets() {
         let c = parse(

@@ -35,32 +35,36 @@ impl FreeRadius {
     async fn start(db: &TestDb) -> FreeRadius {
         let pg = PgTarget::parse(&db.url);
         let dir = tempfile::tempdir().unwrap();
-        let port = free_udp_port();
-        let out = tokio::process::Command::new(SCRIPT)
-            .arg("start")
-            .arg(dir.path())
-            .args([
-                &port.to_string(),
-                &pg.host,
-                &pg.port,
-                &pg.user,
-                &pg.db,
-                SECRET,
-            ])
-            .output()
-            .await
-            .expect("cannot run scripts/freeradius.sh");
-        assert!(
-            out.status.success(),
-            "FreeRADIUS did not start:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        FreeRadius {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
-            stopped: false,
+        // The free port is found by binding and releasing it, so another process may take
+        // it before FreeRADIUS binds: then FreeRADIUS exits at start and we try another.
+        let mut failures = String::new();
+        for _ in 0..3 {
+            let port = free_udp_port();
+            let out = tokio::process::Command::new(SCRIPT)
+                .arg("start")
+                .arg(dir.path())
+                .args([
+                    &port.to_string(),
+                    &pg.host,
+                    &pg.port,
+                    &pg.user,
+                    &pg.db,
+                    SECRET,
+                ])
+                .output()
+                .await
+                .expect("cannot run scripts/freeradius.sh");
+            if out.status.success() {
+                return FreeRadius {
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    dir,
+                    stopped: false,
+                };
+            }
+            failures += &String::from_utf8_lossy(&out.stdout);
+            failures += &String::from_utf8_lossy(&out.stderr);
         }
+        panic!("FreeRADIUS did not start:\n{failures}");
     }
 
     /// Send one Accounting-Request with radclient; panics unless FreeRADIUS answered, which
@@ -250,10 +254,7 @@ async fn radacct_rows(db: &TestDb) -> Vec<Value> {
 }
 
 fn row_of<'a>(rows: &'a [Value], sid: &str) -> &'a Value {
-    let found: Vec<&Value> = rows
-        .iter()
-        .filter(|r| r["acctsessionid"] == sid)
-        .collect();
+    let found: Vec<&Value> = rows.iter().filter(|r| r["acctsessionid"] == sid).collect();
     assert_eq!(found.len(), 1, "rows of session {sid}: {rows:#?}");
     found[0]
 }
@@ -279,13 +280,19 @@ impl Schema {
                 })
                 .collect()
         };
+        // format_type rather than information_schema's data_type: it shows lengths too.
         let columns = pairs(
             strings(
                 db,
-                "SELECT table_name || '.' || column_name || E'\\t' || data_type || ' ' || \
-                   CASE is_nullable WHEN 'YES' THEN 'NULL' ELSE 'NOT NULL' END || ' ' || \
-                   COALESCE(column_default, '-') \
-                 FROM information_schema.columns WHERE table_schema = 'public'",
+                "SELECT c.relname || '.' || a.attname || E'\\t' || \
+                   format_type(a.atttypid, a.atttypmod) || \
+                   CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE ' NULL' END || ' ' || \
+                   COALESCE(pg_get_expr(d.adbin, d.adrelid), '-') \
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') \
+                   AND a.attnum > 0 AND NOT a.attisdropped",
             )
             .await,
         )
@@ -329,21 +336,25 @@ impl Schema {
 
     /// Panic unless everything in `self` is still in `now`, unchanged.
     fn assert_kept_in(&self, now: &Schema) {
-        fn check<K: Ord + std::fmt::Debug>(
+        fn changed<K: Ord + std::fmt::Debug>(
             what: &str,
             before: &BTreeMap<K, String>,
             after: &BTreeMap<K, String>,
-        ) {
-            let broken: Vec<_> = before
+        ) -> Vec<String> {
+            before
                 .iter()
                 .filter(|(k, v)| after.get(*k) != Some(*v))
-                .map(|(k, v)| format!("{k:?}: was {v:?}, now {:?}", after.get(k)))
-                .collect();
-            assert!(broken.is_empty(), "{what} changed:\n{}", broken.join("\n"));
+                .map(|(k, v)| format!("{what} {k:?}: was {v:?}, now {:?}", after.get(k)))
+                .collect()
         }
-        check("columns", &self.columns, &now.columns);
-        check("indexes", &self.indexes, &now.indexes);
-        check("constraints", &self.constraints, &now.constraints);
+        let mut broken = changed("column", &self.columns, &now.columns);
+        broken.extend(changed("index", &self.indexes, &now.indexes));
+        broken.extend(changed("constraint", &self.constraints, &now.constraints));
+        assert!(
+            broken.is_empty(),
+            "the migration changed the FreeRADIUS schema:\n{}",
+            broken.join("\n")
+        );
     }
 
     fn radacct_columns(&self) -> Vec<&str> {
@@ -416,9 +427,7 @@ async fn radacctd_migrates_a_stock_freeradius_schema_without_breaking_it() {
     // radacctd's own columns exist, and the open FreeRADIUS session is indexed.
     for c in ["sessionkey", "nas_id", "stopsource"] {
         assert!(
-            migrated
-                .columns
-                .contains_key(&("radacct".into(), c.into())),
+            migrated.columns.contains_key(&("radacct".into(), c.into())),
             "radacct.{c} missing"
         );
     }
@@ -597,6 +606,9 @@ async fn freeradius_still_writes_accounting_after_radacctd_migrated() {
     server.stop().await;
 
     // FreeRADIUS's finished session is untouched by all of this.
-    assert_eq!(row_of(&radacct_rows(&db).await, "C0000001")["stop_s"], i64::from(t0 + 90));
+    assert_eq!(
+        row_of(&radacct_rows(&db).await, "C0000001")["stop_s"],
+        i64::from(t0 + 90)
+    );
     fr.stop();
 }

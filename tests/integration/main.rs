@@ -3,6 +3,7 @@
 mod accounting;
 mod cli;
 mod engine;
+mod freeradius;
 mod harness;
 mod pg_restart;
 mod resilience;

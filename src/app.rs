@@ -17,9 +17,10 @@ use crate::api;
 use crate::config::Config;
 use crate::ingest::{Clients, Dedup, Listener, Responder};
 use crate::radius::Dictionary;
+use crate::sessions::engine::Change;
 use crate::sessions::store::Store;
 use crate::sessions::writer::Writer;
-use crate::sessions::{Engine, Index, Session};
+use crate::sessions::{Engine, Index};
 
 /// A running server.
 pub struct Server {
@@ -28,7 +29,9 @@ pub struct Server {
     pub store: Store,
     pub index: Arc<Index>,
     /// Committed session changes (the live stream's source).
-    pub changes: broadcast::Sender<Arc<Session>>,
+    pub changes: broadcast::Sender<Arc<Change>>,
+    /// The HTTP API's state, so tests can drive `api::router(state)` without a socket.
+    pub api: api::AppState,
     shutdown: CancellationToken,
     supervisor: JoinHandle<()>,
 }
@@ -127,13 +130,33 @@ impl Server {
             jobs.clone(),
         ));
 
-        let app = api::router(api::AppState {
+        let verifier = crate::api::auth::Verifier::from_config(&config)
+            .context("cannot load the JWT key")?
+            .map(Arc::new);
+        if verifier.is_none() {
+            tracing::warn!(
+                "no JWT key configured (auth.jwt_secret / RADACCTD_JWT_SECRET): the Sessions \
+                 API refuses every request"
+            );
+        }
+        let limiter = Arc::new(crate::api::ratelimit::RateLimiter::new(
+            config.http.rate_limit_per_minute,
+            config.http.trusted_proxies.clone(),
+        ));
+        job_tasks.spawn(purge_rate_limits(Arc::clone(&limiter), jobs.clone()));
+        let api_state = api::AppState {
             store: store.clone(),
             index: Arc::clone(&index),
             metrics,
-        });
+            verifier,
+            limiter,
+            changes: changes.clone(),
+            limits: api::Limits::default(),
+        };
+        let app = api::router(api_state.clone());
         let http_shutdown = http_stop.clone();
         let http_task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(http, app)
                 .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
             if let Err(e) = serve.await {
@@ -165,6 +188,7 @@ impl Server {
             store,
             index,
             changes,
+            api: api_state,
             shutdown,
             supervisor,
         })
@@ -240,6 +264,19 @@ async fn reload_clients(
             Err(e) => {
                 tracing::debug!(error = %e, "cannot reload NAS clients; keeping the old list")
             }
+        }
+    }
+}
+
+async fn purge_rate_limits(
+    limiter: Arc<crate::api::ratelimit::RateLimiter>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => limiter.purge(Instant::now()),
         }
     }
 }

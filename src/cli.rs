@@ -49,6 +49,8 @@ pub enum Command {
     Migrate,
     /// Validate the configuration and print it (secrets hidden), then exit.
     CheckConfig,
+    /// Print a signed JWT for the Sessions API (HS256 with the configured secret).
+    Token(TokenArgs),
     /// Manage NAS clients in the database.
     Nas {
         #[command(subcommand)]
@@ -67,6 +69,28 @@ pub enum NasCommand {
         /// Name (shortname) or IP address.
         name_or_ip: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// admin, reseller or subscriber.
+    #[arg(long)]
+    pub role: String,
+    /// The reseller's id (required for --role reseller).
+    #[arg(long)]
+    pub reseller_id: Option<i64>,
+    /// The subscriber's username (required for --role subscriber).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Comma-separated permissions; default: the role's usual set.
+    #[arg(long, value_delimiter = ',')]
+    pub permissions: Option<Vec<String>>,
+    /// Lifetime, e.g. 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// The `sub` claim (who the token is for; written to the audit log).
+    #[arg(long, default_value = "radacctd-cli")]
+    pub sub: String,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +163,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig => check_config(&config),
+        Command::Token(args) => {
+            println!("{}", token(&config, args)?);
+            Ok(())
+        }
         Command::Nas { command } => nas(config, command).await,
     }
 }
@@ -198,6 +226,68 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn token(config: &Config, a: TokenArgs) -> anyhow::Result<String> {
+    use crate::api::auth::{Claims, Role, mint_hs256, now_secs};
+    let role = match a.role.as_str() {
+        "admin" => Role::Admin,
+        "reseller" => Role::Reseller,
+        "subscriber" => Role::Subscriber,
+        other => anyhow::bail!("--role {other:?} is not one of admin, reseller, subscriber"),
+    };
+    if role == Role::Reseller && a.reseller_id.is_none() {
+        anyhow::bail!("--role reseller needs --reseller-id");
+    }
+    if role == Role::Subscriber && a.username.as_deref().is_none_or(str::is_empty) {
+        anyhow::bail!("--role subscriber needs --username");
+    }
+    if config.auth.algorithm != config::JwtAlgorithm::Hs256 {
+        anyhow::bail!("radacctd only verifies RS256/EdDSA tokens; mint them with the private key");
+    }
+    let secret = config
+        .jwt_secret
+        .as_deref()
+        .context("no JWT secret configured (auth.jwt_secret or RADACCTD_JWT_SECRET)")?;
+    let ttl = parse_duration(&a.ttl).with_context(|| format!("--ttl {:?}", a.ttl))?;
+    let permissions = a.permissions.unwrap_or_else(|| {
+        role.default_permissions()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    });
+    let now = now_secs();
+    let claims = Claims {
+        sub: a.sub,
+        role,
+        reseller_id: a.reseller_id,
+        username: a.username,
+        permissions,
+        exp: now + ttl,
+        iat: Some(now),
+        aud: config.auth.audience.clone(),
+        iss: config.auth.issuer.clone(),
+    };
+    Ok(mint_hs256(secret, &claims)?)
+}
+
+/// `90s`, `30m`, `1h`, `7d` or plain seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .context("expected a number followed by s, m, h or d")?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("unknown unit {unit:?}; use s, m, h or d"),
+    };
+    n.checked_mul(mult)
+        .filter(|&v| v > 0)
+        .context("duration must be positive and not absurdly large")
 }
 
 /// Hide a password in `postgres://user:password@host/db`.
@@ -283,6 +373,17 @@ mod tests {
     }
 
     #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert_eq!(parse_duration("1h").unwrap(), 3600);
+        assert_eq!(parse_duration("7d").unwrap(), 604_800);
+        assert_eq!(parse_duration("15").unwrap(), 15);
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
     fn cli_parses_documented_commands() {
         Cli::try_parse_from(["radacctd", "serve", "--radius-listen", "127.0.0.1:0"]).unwrap();
         Cli::try_parse_from([
@@ -306,6 +407,19 @@ mod tests {
         ])
         .unwrap();
         Cli::try_parse_from(["radacctd", "nas", "remove", "bng1"]).unwrap();
+        Cli::try_parse_from([
+            "radacctd",
+            "token",
+            "--role",
+            "reseller",
+            "--reseller-id",
+            "3",
+            "--permissions",
+            "sessions.view,sessions.view_all",
+            "--ttl",
+            "2h",
+        ])
+        .unwrap();
         assert!(Cli::try_parse_from(["radacctd", "nas", "add", "--ip", "nope"]).is_err());
     }
 }

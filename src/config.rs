@@ -95,12 +95,18 @@ pub struct WriterSection {
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     pub listen: Option<String>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     pub jwt_secret: Option<String>,
+    pub jwt_algorithm: Option<String>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,7 +191,9 @@ pub struct Config {
     pub radius: RadiusConfig,
     pub writer: WriterConfig,
     pub http_listen: SocketAddr,
+    pub http: HttpConfig,
     pub jwt_secret: Option<String>,
+    pub auth: AuthConfig,
     pub log_filter: String,
     pub log_format: LogFormat,
     pub nas: Vec<NasConfig>,
@@ -219,6 +227,69 @@ pub struct WriterConfig {
     pub queue_capacity: usize,
     pub retry_max_backoff: Duration,
     pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Requests per minute per client address on `/api/*` (the contract's 300).
+    pub rate_limit_per_minute: u32,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (reverse proxies).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// JWT verification settings (the key itself is `Config::jwt_secret` or the public key).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub algorithm: JwtAlgorithm,
+    pub public_key_file: Option<PathBuf>,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Rs256,
+    EdDsa,
+}
+
+/// An address or CIDR block, e.g. `10.0.0.0/8` or `127.0.0.1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
+            None => {
+                let a: IpAddr = s.parse().ok()?;
+                (a, if a.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -383,6 +454,46 @@ impl Config {
             .or(http.listen)
             .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_owned());
         let http_listen = parse_addr("http.listen", &http_listen)?;
+        let trusted_proxies = http
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                IpNet::parse(p).ok_or_else(|| {
+                    invalid(
+                        "http.trusted_proxies",
+                        format!("{p:?} is not an address or CIDR"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let http_config = HttpConfig {
+            rate_limit_per_minute: http.rate_limit_per_minute.unwrap_or(300),
+            trusted_proxies,
+        };
+        let algorithm = match auth.jwt_algorithm.as_deref() {
+            None | Some("HS256") => JwtAlgorithm::Hs256,
+            Some("RS256") => JwtAlgorithm::Rs256,
+            Some("EdDSA") => JwtAlgorithm::EdDsa,
+            Some(other) => {
+                return Err(invalid(
+                    "auth.jwt_algorithm",
+                    format!("{other:?} is not one of HS256, RS256, EdDSA"),
+                ));
+            }
+        };
+        if algorithm != JwtAlgorithm::Hs256 && auth.jwt_public_key_file.is_none() {
+            return Err(invalid(
+                "auth.jwt_public_key_file",
+                "is required when auth.jwt_algorithm is RS256 or EdDSA",
+            ));
+        }
+        let auth_config = AuthConfig {
+            algorithm,
+            public_key_file: auth.jwt_public_key_file,
+            audience: auth.audience.filter(|a| !a.is_empty()),
+            issuer: auth.issuer.filter(|i| !i.is_empty()),
+        };
 
         let jwt_secret = overrides
             .jwt_secret
@@ -436,7 +547,9 @@ impl Config {
             radius,
             writer,
             http_listen,
+            http: http_config,
             jwt_secret,
+            auth: auth_config,
             log_filter,
             log_format,
             nas: nas_out,
@@ -555,6 +668,30 @@ mod tests {
         assert!(c.jwt_secret.is_some());
         assert!(c.radius.dictionary_dir.is_some());
         assert_eq!(c.nas[0].api_user.as_deref(), Some("radacctd"));
+    }
+
+    #[test]
+    fn cidr_blocks_match_addresses() {
+        let net = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            IpNet::parse("127.0.0.1")
+                .unwrap()
+                .contains("::ffff:127.0.0.1".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("::1/128")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(IpNet::parse("10.0.0.0/33").is_none());
+        assert!(IpNet::parse("nope").is_none());
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub const OPEN_SESSIONS: &str = "radacctd_open_sessions";
 pub const STORE_ERRORS: &str = "radacctd_store_errors_total";
 pub const CLOCK_SKEW: &str = "radacctd_nas_clock_skew_total";
 pub const STATUS_SERVER: &str = "radacctd_status_server_total";
+pub const API_REQUESTS: &str = "radacctd_api_requests_total";
+pub const API_SECONDS: &str = "radacctd_api_request_duration_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -83,6 +85,8 @@ fn describe() {
         "Packets whose Event-Timestamp was outside the allowed skew"
     );
     describe_counter!(STATUS_SERVER, "Status-Server requests answered");
+    describe_counter!(API_REQUESTS, "HTTP requests, by route template and status");
+    describe_histogram!(API_SECONDS, "HTTP request latency, by route template");
 }
 
 pub fn received(kind: &'static str) {
@@ -128,4 +132,10 @@ pub fn clock_skew() {
 
 pub fn status_server() {
     counter!(STATUS_SERVER).increment(1);
+}
+
+/// `route` is the matched route template (`/api/sessions/{id}`), never a raw path.
+pub fn api_request(route: String, status: u16, took: Duration) {
+    histogram!(API_SECONDS, "route" => route.clone()).record(took.as_secs_f64());
+    counter!(API_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
 }

@@ -1,44 +1,126 @@
-//! The HTTP API (axum): health, readiness and Prometheus metrics. The Sessions API of
-//! `shared/seeds/sessions-api-radacct.txt` is built on this router.
+//! The HTTP API (axum): the Sessions API of `shared/seeds/sessions-api-radacct.txt`, the
+//! additions of DESIGN.md §5, admin endpoints for subscribers and resellers, health,
+//! readiness and Prometheus metrics. Every error is `{"success": false, "message": …}`.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod export;
+pub mod openapi;
+pub mod params;
+pub mod ratelimit;
+pub mod scope;
+pub mod sessions;
+pub mod stats;
+pub mod view;
+pub mod ws;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::broadcast;
 
+use crate::sessions::engine::Change;
 use crate::sessions::{Index, Store};
+
+pub use error::ApiError;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub index: Arc<Index>,
     pub metrics: PrometheusHandle,
+    /// `None` when no JWT key is configured: every `/api` request is then refused.
+    pub verifier: Option<Arc<auth::Verifier>>,
+    pub limiter: Arc<ratelimit::RateLimiter>,
+    /// Committed session changes, for the live stream.
+    pub changes: broadcast::Sender<Arc<Change>>,
+    pub limits: Limits,
+}
+
+/// Tunables of the API that tests shrink.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most rows one CSV export may return (the contract's 500,000).
+    pub export_max_rows: i64,
+    /// How long a WebSocket client has to send its `auth` message.
+    pub ws_auth_timeout: Duration,
+    /// Events a WebSocket client may fall behind before it is dropped.
+    pub ws_max_lag: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            export_max_rows: 500_000,
+            ws_auth_timeout: Duration::from_secs(10),
+            ws_max_lag: 1024,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/sessions", get(sessions::list))
+        .route("/api/sessions/count", get(sessions::count))
+        .route("/api/sessions/active", get(sessions::active_list))
+        .route("/api/sessions/export", get(export::export))
+        .route("/api/sessions/stats", get(stats::stats))
+        .route("/api/sessions/ws", get(ws::live))
+        .route("/api/sessions/{id}", get(sessions::get))
+        .route("/api/sessions/{id}/logs", get(stats::logs))
+        .route("/api/subscribers", get(admin::list_subscribers))
+        .route("/api/subscribers/import", post(admin::import_subscribers))
+        .route(
+            "/api/subscribers/{username}",
+            put(admin::put_subscriber).get(admin::get_subscriber),
+        )
+        .route("/api/resellers", get(admin::list_resellers))
+        .route("/api/resellers/import", post(admin::import_resellers))
+        .route("/api/resellers/{id}", put(admin::put_reseller))
+        .route("/api/openapi.json", get(openapi::document))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::middleware,
+        ));
     Router::new()
+        .merge(api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(track))
         .with_state(state)
 }
 
-/// The error body of the contract: `{"success": false, "message": "…"}`.
-pub fn error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({ "success": false, "message": message })),
-    )
-        .into_response()
+async fn not_found() -> Response {
+    error::body(StatusCode::NOT_FOUND, "not found")
 }
 
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not found")
+async fn method_not_allowed() -> Response {
+    error::body(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+/// Count and time every request by route template (never the raw path: ids and usernames
+/// must not become labels) and status.
+async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::api_request(route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn healthz() -> Response {
@@ -56,7 +138,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: store unavailable");
-            error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+            error::body(StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
         }
     }
 }

@@ -27,6 +27,30 @@ use super::key::{SessionKey, derived_uniqueid};
 use super::model::{Event, Record, Session, StatusType, StopSource, Timestamp};
 use super::store::{Batch, Store, StoreError};
 
+/// What a committed batch did to one row, for the live stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Started,
+    Updated,
+    Stopped,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Started => "started",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub session: Session,
+}
+
 pub const CAUSE_LOST_SERVICE: &str = "Lost-Service";
 pub const CAUSE_NAS_REBOOT: &str = "NAS-Reboot";
 
@@ -58,7 +82,7 @@ impl Engine {
     /// Apply `records` in order as one transaction. On success the index reflects the
     /// commit and the changed rows are returned (with their ids); on error nothing was
     /// written and the index is unchanged, so the same records can be retried.
-    pub async fn process(&self, records: &[Record]) -> Result<Vec<Session>, StoreError> {
+    pub async fn process(&self, records: &[Record]) -> Result<Vec<Change>, StoreError> {
         let keys = self.keys_to_prefetch(records);
         let mut work = Work {
             prefetched: self.store.rows_for_keys(&keys).await?,
@@ -68,18 +92,23 @@ impl Engine {
         for record in records {
             self.apply(&mut work, record).await?;
         }
-        let mut batch = work.into_batch();
+        let (mut batch, was_open) = work.into_batch();
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         let ids = self.store.commit(&batch).await?;
-        for (row, id) in batch.rows.iter_mut().zip(ids) {
+        let mut changes = Vec::with_capacity(batch.rows.len());
+        for ((mut row, id), was_open) in batch.rows.drain(..).zip(ids).zip(was_open) {
+            let kind = match (row.radacctid == 0, was_open, row.is_open()) {
+                (true, _, true) => ChangeKind::Started,
+                (_, true, false) | (true, _, false) => ChangeKind::Stopped,
+                _ => ChangeKind::Updated,
+            };
             row.radacctid = id;
+            self.index.apply(&row);
+            changes.push(Change { kind, session: row });
         }
-        for row in &batch.rows {
-            self.index.apply(row);
-        }
-        Ok(batch.rows)
+        Ok(changes)
     }
 
     /// Read, in one query, every row of the keys whose packets the index cannot place:
@@ -465,6 +494,7 @@ fn event_of(s: &Session, kind: &'static str, time: Timestamp, source: StopSource
 struct Work {
     rows: Vec<Session>,
     dirty: Vec<bool>,
+    was_open: Vec<bool>,
     by_key: HashMap<SessionKey, KeyRows>,
     events: Vec<(usize, Event)>,
     usernames: HashSet<Box<str>>,
@@ -488,18 +518,29 @@ impl Work {
     }
 
     fn push(&mut self, s: Session, dirty: bool) -> usize {
+        // A row pushed dirty is new (not yet in the database), so it was not open before.
+        self.was_open.push(!dirty && s.is_open());
         self.rows.push(s);
         self.dirty.push(dirty);
         self.rows.len() - 1
     }
 
-    fn into_batch(self) -> Batch {
+    /// The batch to commit, and for each of its rows whether it was open before.
+    fn into_batch(self) -> (Batch, Vec<bool>) {
         let mut remap = vec![usize::MAX; self.rows.len()];
         let mut rows = Vec::new();
-        for (i, (row, dirty)) in self.rows.into_iter().zip(self.dirty).enumerate() {
+        let mut was_open = Vec::new();
+        for (i, ((row, dirty), open)) in self
+            .rows
+            .into_iter()
+            .zip(self.dirty)
+            .zip(self.was_open)
+            .enumerate()
+        {
             if dirty {
                 remap[i] = rows.len();
                 rows.push(row);
+                was_open.push(open);
             }
         }
         let events = self
@@ -513,10 +554,13 @@ impl Work {
             .filter(|u| !u.is_empty())
             .collect();
         usernames.sort();
-        Batch {
-            rows,
-            events,
-            usernames,
-        }
+        (
+            Batch {
+                rows,
+                events,
+                usernames,
+            },
+            was_open,
+        )
     }
 }

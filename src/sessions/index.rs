@@ -73,6 +73,20 @@ impl Index {
             .collect()
     }
 
+    /// How many open sessions satisfy `pred`, without copying any.
+    pub fn count_where(&self, pred: impl Fn(&Session) -> bool) -> usize {
+        self.by_key.iter().filter(|e| pred(e.value())).count()
+    }
+
+    /// The open sessions that satisfy `pred`.
+    pub fn collect_where(&self, pred: impl Fn(&Session) -> bool) -> Vec<Arc<Session>> {
+        self.by_key
+            .iter()
+            .filter(|e| pred(e.value()))
+            .map(|e| Arc::clone(e.value()))
+            .collect()
+    }
+
     /// Every open session (a snapshot; used by tests and the rebuild check).
     pub fn snapshot(&self) -> Vec<Arc<Session>> {
         self.by_key.iter().map(|e| Arc::clone(e.value())).collect()

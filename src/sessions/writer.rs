@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::engine::Engine;
-use super::model::{Record, Session};
+use super::engine::{Change, Engine};
+use super::model::Record;
 use super::store::StoreError;
 use crate::config::WriterConfig;
 use crate::metrics as m;
@@ -42,11 +42,11 @@ pub struct Writer<A: Acknowledge> {
     rx: mpsc::Receiver<Pending<A::Ticket>>,
     acks: A,
     config: WriterConfig,
-    changes: broadcast::Sender<Arc<Session>>,
+    changes: broadcast::Sender<Arc<Change>>,
 }
 
 enum Outcome {
-    Stored(Vec<Session>),
+    Stored(Vec<Change>),
     Refused(StoreError),
     GaveUp,
 }
@@ -57,7 +57,7 @@ impl<A: Acknowledge> Writer<A> {
         rx: mpsc::Receiver<Pending<A::Ticket>>,
         acks: A,
         config: WriterConfig,
-        changes: broadcast::Sender<Arc<Session>>,
+        changes: broadcast::Sender<Arc<Change>>,
     ) -> Self {
         Writer {
             engine,
@@ -158,7 +158,7 @@ impl<A: Acknowledge> Writer<A> {
         }
     }
 
-    async fn finish(&self, changed: Vec<Session>, tickets: &[A::Ticket]) {
+    async fn finish(&self, changed: Vec<Change>, tickets: &[A::Ticket]) {
         self.acks.ack(tickets).await;
         m::open_sessions(self.engine.index().len());
         for s in changed {

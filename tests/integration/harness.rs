@@ -18,6 +18,7 @@ use sqlx::Connection;
 use tokio::net::UdpSocket;
 
 pub const SECRET: &str = "s3cret-nas";
+pub const JWT_SECRET: &str = "test-jwt-secret";
 pub const NAS_IP: &str = "127.0.0.1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,7 @@ pub fn config(db: &TestDb, extra_toml: &str) -> Config {
         "[database]\nurl = \"{url}\"\nmax_connections = 4\n\
          [radius]\nlisten = \"127.0.0.1:0\"\ndefault_client = false\nnas_reload_secs = 1\n\
          [http]\nlisten = \"127.0.0.1:0\"\n\
+         [auth]\njwt_secret = \"{JWT_SECRET}\"\n\
          [writer]\nshutdown_grace_secs = 5\nretry_max_backoff_ms = 200\n\
          [[nas]]\nname = \"bng1\"\nip = \"{NAS_IP}\"\nsecret = \"{SECRET}\"\n{extra_toml}",
         url = db.url
@@ -553,5 +555,100 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A signed token as the panel would send it.
+pub fn token(
+    role: &str,
+    reseller_id: Option<i64>,
+    username: Option<&str>,
+    permissions: &[&str],
+) -> String {
+    use radacctd::api::auth::{Claims, Role, mint_hs256, now_secs};
+    let role = match role {
+        "admin" => Role::Admin,
+        "reseller" => Role::Reseller,
+        _ => Role::Subscriber,
+    };
+    let claims = Claims {
+        sub: format!("test-{role:?}"),
+        role,
+        reseller_id,
+        username: username.map(str::to_owned),
+        permissions: permissions.iter().map(|p| p.to_string()).collect(),
+        exp: now_secs() + 3600,
+        iat: None,
+        aud: None,
+        iss: None,
+    };
+    mint_hs256(JWT_SECRET, &claims).unwrap()
+}
+
+pub fn admin_token() -> String {
+    token("admin", None, None, &[])
+}
+
+/// One request through the router in-process (no socket), as the API tests do.
+pub async fn oneshot(
+    h: &Harness,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, Vec<u8>, axum::http::HeaderMap) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some((ctype, bytes)) => req
+            .header("content-type", ctype)
+            .body(axum::body::Body::from(bytes)),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .unwrap();
+    let resp = radacctd::api::router(h.server.api.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, bytes, headers)
+}
+
+/// `oneshot` for JSON answers.
+pub async fn api_json(h: &Harness, uri: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let (status, body, _) = oneshot(h, "GET", uri, token, None).await;
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, v)
+}
+
+/// Seed the reseller tree 1 ← 2 ← 3 and 1 ← 4 (child ← parent reads "2's parent is 1"),
+/// with subscribers `r1user` (reseller 1), `r2user` (2), `r3user` (3), `r4user` (4) and
+/// `nobody` (no reseller).
+pub async fn seed_reseller_tree(store: &Store) {
+    store.upsert_reseller(1, None, "top").await.unwrap();
+    store.upsert_reseller(2, Some(1), "mid").await.unwrap();
+    store.upsert_reseller(3, Some(2), "leaf").await.unwrap();
+    store.upsert_reseller(4, Some(1), "side").await.unwrap();
+    for (u, r) in [
+        ("r1user", Some(1)),
+        ("r2user", Some(2)),
+        ("r3user", Some(3)),
+        ("r4user", Some(4)),
+        ("nobody", None),
+    ] {
+        store.upsert_subscriber(u, r).await.unwrap();
     }
 }

@@ -7,7 +7,9 @@
 //! addresses as text — and convert in SQL (`to_timestamp($1)`, `$2::inet`,
 //! `datetime(?1, 'unixepoch')`), so the row-building code is shared.
 
+pub mod directory;
 pub mod postgres;
+pub mod query;
 pub mod sqlite;
 
 use std::collections::HashMap;

@@ -34,7 +34,7 @@ const ENSURE_INDEXES: &[(&str, &str)] = &[
     ("radacct_nas_id", "ON radacct (nas_id, acctstarttime)"),
 ];
 
-const ROW_SOURCE: &str = "SELECT radacctid, acctuniqueid, sessionkey, nas_id, username, \
+pub(crate) const ROW_SOURCE: &str = "SELECT radacctid, acctuniqueid, sessionkey, nas_id, username, \
     acctsessionid, realm, host(nasipaddress) AS nasipaddress_t, nasportid, nasporttype, \
     EXTRACT(EPOCH FROM acctstarttime)::bigint AS start_s, \
     EXTRACT(EPOCH FROM acctupdatetime)::bigint AS update_s, \

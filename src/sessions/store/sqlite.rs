@@ -29,7 +29,7 @@ const ENSURE_INDEXES: &[&str] = &[
 ];
 
 /// Column expressions that present a row the way `SELECT_COLUMNS` names them.
-const ROW_SOURCE: &str = "SELECT radacctid, acctuniqueid, sessionkey, nas_id, username, \
+pub(crate) const ROW_SOURCE: &str = "SELECT radacctid, acctuniqueid, sessionkey, nas_id, username, \
     acctsessionid, realm, nasipaddress AS nasipaddress_t, nasportid, nasporttype, \
     CAST(strftime('%s', acctstarttime) AS INTEGER) AS start_s, \
     CAST(strftime('%s', acctupdatetime) AS INTEGER) AS update_s, \

@@ -66,7 +66,7 @@ impl ListParams {
             Some(s) => s
                 .parse::<i64>()
                 .ok()
-                .filter(|&n| n >= 1 && n <= 1_000_000_000)
+                .filter(|n| (1..=1_000_000_000).contains(n))
                 .ok_or_else(|| ApiError::bad("invalid page, must be a positive integer"))?,
         };
         let limit = match p.get("limit") {

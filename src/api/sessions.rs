@@ -148,9 +148,9 @@ pub fn active(index: &Index, scope: &Scope, p: &ListParams) -> Vec<Arc<Session>>
         SortKey::SessionTime => s.session_time,
     };
     if p.descending {
-        out.sort_unstable_by(|a, b| (key(b), b.radacctid).cmp(&(key(a), a.radacctid)));
+        out.sort_unstable_by_key(|s| std::cmp::Reverse((key(s), s.radacctid)));
     } else {
-        out.sort_unstable_by(|a, b| (key(a), a.radacctid).cmp(&(key(b), b.radacctid)));
+        out.sort_unstable_by_key(|s| (key(s), s.radacctid));
     }
     out
 }

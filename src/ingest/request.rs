@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::radius::Dictionary;
 use crate::radius::attr;
+use crate::radius::dictionary::AttrType;
 use crate::radius::packet::Frame;
 use crate::sessions::key::SessionKey;
 use crate::sessions::model::{Fields, Record, StatusType, Timestamp};
@@ -47,6 +48,7 @@ impl Extractor<'_> {
             a.take(typ, value);
         }
         let status_value = a.status.ok_or(Skip::MissingStatusType)?;
+        let host_ip = self.vendor_attributes(frame);
         let status = StatusType::from_value(status_value).ok_or(Skip::Unrecorded(status_value))?;
 
         let nas_ip = a
@@ -88,7 +90,8 @@ impl Extractor<'_> {
             callingstationid: text(a.calling),
             servicetype: name(attr::SERVICE_TYPE, a.service_type),
             framedprotocol: name(attr::FRAMED_PROTOCOL, a.framed_protocol),
-            framedipaddress: a.framed_ip.map(IpAddr::V4),
+            // HotSpot sessions may carry only Mikrotik-Host-IP.
+            framedipaddress: a.framed_ip.or(host_ip).map(IpAddr::V4),
             framedipv6address: a.framed_ipv6.map(|ip| ip.to_string().into_boxed_str()),
             framedipv6prefix: a.framed_ipv6_prefix.and_then(ipv6_prefix),
             framedinterfaceid: a.interface_id.and_then(interface_id),
@@ -115,6 +118,41 @@ impl Extractor<'_> {
             record,
             clock_skewed,
         })
+    }
+
+    /// Decode the Vendor-Specific attributes through the dictionary: logged by name at trace
+    /// level, and Mikrotik-Host-IP returned (no `radacct` column holds the others).
+    fn vendor_attributes(&self, frame: &Frame<'_>) -> Option<Ipv4Addr> {
+        let mut host_ip = None;
+        for (vendor, typ, value) in frame.vendor_attributes() {
+            let Some(attribute) = self.dictionary.attribute(vendor, u32::from(typ)) else {
+                tracing::trace!(vendor, typ, "vendor attribute not in the dictionary");
+                continue;
+            };
+            if attribute.name == "Mikrotik-Host-IP" && attribute.kind == AttrType::IpAddr {
+                host_ip = <[u8; 4]>::try_from(value).ok().map(Ipv4Addr::from);
+            }
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let shown = match attribute.kind {
+                    AttrType::IpAddr => <[u8; 4]>::try_from(value)
+                        .map(|b| Ipv4Addr::from(b).to_string())
+                        .unwrap_or_else(|_| format!("0x{}", hex(value))),
+                    AttrType::Integer => <[u8; 4]>::try_from(value)
+                        .map(|b| {
+                            let v = u32::from_be_bytes(b);
+                            self.dictionary
+                                .value_name(vendor, u32::from(typ), v)
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string())
+                        })
+                        .unwrap_or_else(|_| format!("0x{}", hex(value))),
+                    AttrType::String => String::from_utf8_lossy(value).into_owned(),
+                    _ => format!("0x{}", hex(value)),
+                };
+                tracing::trace!(attribute = %attribute.name, value = %shown, "vendor attribute");
+            }
+        }
+        host_ip
     }
 
     /// The dictionary name of an enumerated value, or its number as FreeRADIUS prints an
@@ -369,6 +407,25 @@ mod tests {
             "ab\u{fffd}'; DROP TABLE radacct;--"
         );
         assert_eq!(e.record.terminate_cause.as_deref(), Some("999"));
+    }
+
+    #[test]
+    fn mikrotik_host_ip_is_decoded_through_the_dictionary() {
+        let e = extract(
+            &[
+                (attr::ACCT_STATUS_TYPE, u32v(1)),
+                (attr::VENDOR_SPECIFIC, vsa(14988, 10, &[10, 5, 88, 2])),
+                // An unknown vendor and a malformed VSA are skipped, not fatal.
+                (attr::VENDOR_SPECIFIC, vsa(99999, 1, b"x")),
+                (attr::VENDOR_SPECIFIC, vec![0, 0, 0x3a, 0x8c, 10, 9, 1]),
+            ],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            e.record.fields.framedipaddress,
+            Some("10.5.88.2".parse().unwrap())
+        );
     }
 
     #[test]

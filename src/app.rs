@@ -88,6 +88,9 @@ impl Server {
         let metrics = crate::metrics::install();
         let dedup = Arc::new(Dedup::new(config.radius.duplicate_window));
         let (queue_tx, queue_rx) = mpsc::channel(config.writer.queue_capacity);
+        let closer = Arc::new(crate::sessions::writer::Submitter {
+            queue: queue_tx.clone(),
+        });
         let (changes, _) = broadcast::channel(4096);
 
         let shutdown = CancellationToken::new();
@@ -104,13 +107,14 @@ impl Server {
             config.writer.clone(),
             changes.clone(),
         );
-        let writer_task = tokio::spawn(writer.run(shutdown.clone()));
+        let drain = CancellationToken::new();
+        let writer_task = tokio::spawn(writer.run(shutdown.clone(), drain.clone()));
 
         let listener = Listener {
             socket: Arc::clone(&socket),
             clients: Arc::clone(&clients),
             dedup: Arc::clone(&dedup),
-            dictionary,
+            dictionary: Arc::clone(&dictionary),
             skew_secs: config.radius.event_timestamp_skew.as_secs() as i64,
             queue: queue_tx,
         };
@@ -152,6 +156,11 @@ impl Server {
             limiter,
             changes: changes.clone(),
             limits: api::Limits::default(),
+            disconnector: Arc::new(crate::coa::Disconnector::new(
+                store.clone(),
+                Arc::clone(&dictionary),
+            )),
+            closer,
         };
         let app = api::router(api_state.clone());
         let http_shutdown = http_stop.clone();
@@ -172,6 +181,7 @@ impl Server {
             supervisor_shutdown.cancelled().await;
             tracing::info!("shutting down: stopping ingest");
             let _ = listener_task.await;
+            drain.cancel();
             let _ = writer_task.await;
             tracing::info!("writer drained; stopping jobs");
             jobs.cancel();

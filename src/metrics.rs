@@ -22,6 +22,7 @@ pub const OPEN_SESSIONS: &str = "radacctd_open_sessions";
 pub const STORE_ERRORS: &str = "radacctd_store_errors_total";
 pub const CLOCK_SKEW: &str = "radacctd_nas_clock_skew_total";
 pub const STATUS_SERVER: &str = "radacctd_status_server_total";
+pub const DISCONNECTS: &str = "radacctd_disconnects_total";
 pub const API_REQUESTS: &str = "radacctd_api_requests_total";
 pub const API_SECONDS: &str = "radacctd_api_request_duration_seconds";
 
@@ -85,6 +86,10 @@ fn describe() {
         "Packets whose Event-Timestamp was outside the allowed skew"
     );
     describe_counter!(STATUS_SERVER, "Status-Server requests answered");
+    describe_counter!(
+        DISCONNECTS,
+        "Disconnect attempts, by outcome method (coa, api, unreachable) and what was tried"
+    );
     describe_counter!(API_REQUESTS, "HTTP requests, by route template and status");
     describe_histogram!(API_SECONDS, "HTTP request latency, by route template");
 }
@@ -138,4 +143,8 @@ pub fn status_server() {
 pub fn api_request(route: String, status: u16, took: Duration) {
     histogram!(API_SECONDS, "route" => route.clone()).record(took.as_secs_f64());
     counter!(API_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
+}
+
+pub fn disconnect(method: &'static str, tried: &'static str) {
+    counter!(DISCONNECTS, "method" => method, "tried" => tried).increment(1);
 }

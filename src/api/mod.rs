@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod disconnect;
 pub mod error;
 pub mod export;
 pub mod openapi;
@@ -43,6 +44,9 @@ pub struct AppState {
     /// Committed session changes, for the live stream.
     pub changes: broadcast::Sender<Arc<Change>>,
     pub limits: Limits,
+    pub disconnector: Arc<crate::coa::Disconnector>,
+    /// Writes the stop of a confirmed disconnect through the writer.
+    pub closer: Arc<dyn crate::sessions::writer::Closer>,
 }
 
 /// Tunables of the API that tests shrink.
@@ -74,7 +78,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sessions/export", get(export::export))
         .route("/api/sessions/stats", get(stats::stats))
         .route("/api/sessions/ws", get(ws::live))
-        .route("/api/sessions/{id}", get(sessions::get))
+        .route(
+            "/api/sessions/{id}",
+            get(sessions::get).delete(disconnect::disconnect),
+        )
+        .route(
+            "/api/sessions/{id}/disconnect",
+            post(disconnect::disconnect),
+        )
         .route("/api/sessions/{id}/logs", get(stats::logs))
         .route("/api/subscribers", get(admin::list_subscribers))
         .route("/api/subscribers/import", post(admin::import_subscribers))

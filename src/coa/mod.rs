@@ -1,5 +1,219 @@
-//! Disconnecting sessions on the NAS: the RouterOS API client (the fallback when RADIUS
-//! Disconnect-Request fails). The RFC 5176 client joins it with the Sessions API's
-//! disconnect endpoint.
+//! Disconnecting sessions on the NAS (DESIGN.md §6): RFC 5176 Disconnect-Request to the
+//! NAS's CoA port, and when that is refused or unanswered, the RouterOS API fallback
+//! (`/ppp/active/remove`). Concurrent requests for the same session share one attempt.
 
+pub mod client;
 pub mod routeros;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::watch;
+
+use crate::config::NasConfig;
+use crate::metrics as m;
+use crate::radius::Dictionary;
+use crate::sessions::{Session, Store};
+
+/// How a disconnect ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Disconnect-ACK.
+    Coa,
+    /// The RouterOS API removed the session.
+    Api,
+    /// Neither worked.
+    Unreachable,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Coa => "coa",
+            Method::Api => "api",
+            Method::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// One disconnect attempt, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub method: Method,
+    /// What was tried: `coa`, `coa+api`, or `none` (the NAS is not configured).
+    pub tried: &'static str,
+    pub error_cause: Option<String>,
+    pub rtt: Duration,
+    pub detail: String,
+    pub nas: Option<(i64, IpAddr)>,
+}
+
+pub struct Disconnector {
+    store: Store,
+    dictionary: Arc<Dictionary>,
+    pub coa_timeout: Duration,
+    pub api_timeout: Duration,
+    inflight: DashMap<i64, watch::Receiver<Option<Attempt>>>,
+}
+
+impl Disconnector {
+    pub fn new(store: Store, dictionary: Arc<Dictionary>) -> Self {
+        Disconnector {
+            store,
+            dictionary,
+            coa_timeout: Duration::from_secs(3),
+            api_timeout: Duration::from_secs(5),
+            inflight: DashMap::new(),
+        }
+    }
+
+    /// Disconnect `session` on its NAS. A second request for the same session while one
+    /// is under way waits for that one's result instead of sending again.
+    pub async fn disconnect(&self, session: &Session) -> (Attempt, bool) {
+        let id = session.radacctid;
+        let (tx, rx) = watch::channel(None);
+        let follower = match self.inflight.entry(id) {
+            Entry::Occupied(e) => Some(e.get().clone()),
+            Entry::Vacant(e) => {
+                e.insert(rx);
+                None
+            }
+        };
+        if let Some(mut rx) = follower {
+            if let Ok(done) = rx.wait_for(Option::is_some).await
+                && let Some(a) = done.clone()
+            {
+                return (a, true);
+            }
+            // The leader vanished (cancelled request): try ourselves.
+        }
+        let attempt = self.attempt(session).await;
+        let _ = tx.send(Some(attempt.clone()));
+        self.inflight.remove(&id);
+        m::disconnect(attempt.method.as_str(), attempt.tried);
+        (attempt, false)
+    }
+
+    async fn attempt(&self, session: &Session) -> Attempt {
+        let started = Instant::now();
+        let nas = match self.nas_for(session).await {
+            Ok(Some(nas)) => nas,
+            Ok(None) => {
+                return Attempt {
+                    method: Method::Unreachable,
+                    tried: "none",
+                    error_cause: None,
+                    rtt: started.elapsed(),
+                    detail: "the session's NAS is not a configured client".into(),
+                    nas: None,
+                };
+            }
+            Err(e) => {
+                return Attempt {
+                    method: Method::Unreachable,
+                    tried: "none",
+                    error_cause: None,
+                    rtt: started.elapsed(),
+                    detail: format!("cannot read the nas table: {e}"),
+                    nas: None,
+                };
+            }
+        };
+        let (nas_id, nas) = nas;
+        let f = &session.fields;
+        let target = client::Target {
+            username: f.username.to_string(),
+            acct_session_id: f.acctsessionid.to_string(),
+            framed_ip: match f.framedipaddress {
+                Some(IpAddr::V4(ip)) => Some(ip),
+                _ => None,
+            },
+            nas_ip: f.nasipaddress,
+        };
+        let coa_addr = SocketAddr::new(nas.ip, nas.coa_port);
+        let coa = client::disconnect(
+            coa_addr,
+            nas.secret.as_bytes(),
+            &target,
+            self.coa_timeout,
+            &self.dictionary,
+        )
+        .await;
+        let (coa_detail, error_cause) = match coa {
+            Ok(client::Reply::Ack { rtt }) => {
+                return Attempt {
+                    method: Method::Coa,
+                    tried: "coa",
+                    error_cause: None,
+                    rtt,
+                    detail: format!("Disconnect-ACK from {coa_addr}"),
+                    nas: Some((nas_id, nas.ip)),
+                };
+            }
+            Ok(client::Reply::Nak { error_cause, .. }) => (
+                format!(
+                    "Disconnect-NAK from {coa_addr} ({})",
+                    error_cause.as_deref().unwrap_or("no Error-Cause")
+                ),
+                error_cause,
+            ),
+            Ok(client::Reply::Timeout) => (format!("no answer from {coa_addr}"), None),
+            Err(e) => (e.to_string(), None),
+        };
+        tracing::info!(radacctid = session.radacctid, nas = %nas.name, detail = %coa_detail, "Disconnect-Request failed; trying the RouterOS API");
+        let (Some(user), Some(password)) = (&nas.api_user, &nas.api_password) else {
+            return Attempt {
+                method: Method::Unreachable,
+                tried: "coa",
+                error_cause,
+                rtt: started.elapsed(),
+                detail: format!("{coa_detail}; no RouterOS API credentials for this NAS"),
+                nas: Some((nas_id, nas.ip)),
+            };
+        };
+        let api_addr = SocketAddr::new(nas.ip, nas.api_port);
+        let api = routeros::disconnect_ppp(
+            api_addr,
+            user,
+            password,
+            &f.username,
+            Some(&f.acctsessionid),
+            self.api_timeout,
+        );
+        let api = tokio::time::timeout(self.api_timeout * 3, api).await;
+        let (method, api_detail) = match api {
+            Ok(Ok(n)) if n > 0 => (Method::Api, format!("RouterOS API removed {n} session(s)")),
+            Ok(Ok(_)) => (
+                Method::Unreachable,
+                "RouterOS API: no such active session".to_owned(),
+            ),
+            Ok(Err(e)) => (Method::Unreachable, format!("RouterOS API: {e}")),
+            Err(_) => (Method::Unreachable, "RouterOS API: timed out".to_owned()),
+        };
+        Attempt {
+            method,
+            tried: "coa+api",
+            error_cause,
+            rtt: started.elapsed(),
+            detail: format!("{coa_detail}; {api_detail}"),
+            nas: Some((nas_id, nas.ip)),
+        }
+    }
+
+    async fn nas_for(
+        &self,
+        s: &Session,
+    ) -> Result<Option<(i64, NasConfig)>, crate::sessions::store::StoreError> {
+        let rows = self.store.nas_list().await?;
+        let by_id = s.nas_id.and_then(|id| rows.iter().find(|r| r.id == id));
+        let by_ip = || {
+            s.fields
+                .nasipaddress
+                .and_then(|ip| rows.iter().find(|r| r.config.ip == ip))
+        };
+        Ok(by_id.or_else(by_ip).map(|r| (r.id, r.config.clone())))
+    }
+}

@@ -17,7 +17,7 @@ use super::request::{Extractor, Skip};
 use crate::metrics as m;
 use crate::radius::Dictionary;
 use crate::radius::packet::{Code, Frame};
-use crate::sessions::writer::{Acknowledge, Pending};
+use crate::sessions::writer::{Acknowledge, Origin, Pending};
 
 /// What the writer needs to answer one committed request.
 #[derive(Debug)]
@@ -67,7 +67,7 @@ pub struct Listener {
     pub dedup: Arc<Dedup>,
     pub dictionary: Arc<Dictionary>,
     pub skew_secs: i64,
-    pub queue: mpsc::Sender<Pending<Ticket>>,
+    pub queue: mpsc::Sender<Pending<Origin<Ticket>>>,
 }
 
 impl Listener {
@@ -192,22 +192,22 @@ impl Listener {
         }
         let pending = Pending {
             record: extracted.record,
-            ticket: Ticket {
+            ticket: Origin::Nas(Ticket {
                 to: source,
                 reply,
                 dedup,
-            },
+            }),
         };
         match self.queue.try_send(pending) {
             Ok(()) => {}
-            Err(TrySendError::Full(p)) => {
+            Err(TrySendError::Full(_)) => {
                 // Shed load by not answering: the NAS retransmits later.
                 m::dropped("queue_full");
-                self.dedup.forget(&p.ticket.dedup);
+                self.dedup.forget(&dedup);
             }
-            Err(TrySendError::Closed(p)) => {
+            Err(TrySendError::Closed(_)) => {
                 m::dropped("shutting_down");
-                self.dedup.forget(&p.ticket.dedup);
+                self.dedup.forget(&dedup);
             }
         }
     }

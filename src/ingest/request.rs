@@ -113,6 +113,7 @@ impl Extractor<'_> {
             terminate_cause: name(attr::ACCT_TERMINATE_CAUSE, a.terminate_cause),
             connectinfo: text(a.connect_info),
             fields,
+            target: None,
         };
         Ok(Extracted {
             record,

@@ -53,6 +53,7 @@ pub struct Change {
 
 pub const CAUSE_LOST_SERVICE: &str = "Lost-Service";
 pub const CAUSE_NAS_REBOOT: &str = "NAS-Reboot";
+pub const CAUSE_ADMIN_RESET: &str = "Admin-Reset";
 
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -168,6 +169,10 @@ impl Engine {
         match r.status {
             StatusType::AccountingOn | StatusType::AccountingOff => {
                 self.nas_reboot(work, r);
+                Ok(())
+            }
+            StatusType::AdminReset => {
+                self.admin_reset(work, r);
                 Ok(())
             }
             StatusType::Start | StatusType::InterimUpdate | StatusType::Stop => {
@@ -360,7 +365,9 @@ impl Engine {
             }
             // Closed by the NAS: final.
             (_, Some(StopSource::Nas)) => None,
-            (StatusType::AccountingOn | StatusType::AccountingOff, _) => None,
+            (StatusType::AccountingOn | StatusType::AccountingOff | StatusType::AdminReset, _) => {
+                None
+            }
         };
         if let Some(kind) = event {
             let ev = event_of(&work.rows[i], kind, r.event_time, StopSource::Nas);
@@ -379,6 +386,49 @@ impl Engine {
                 work.usernames.insert(u);
             }
         }
+    }
+
+    /// Close the open row `r.target` as Admin-Reset at `r.event_time` with its last known
+    /// counters. Only that row, and only if it is still open: if the NAS's own Stop or a new
+    /// session got there first, there is nothing to do.
+    fn admin_reset(&self, work: &mut Work, r: &Record) {
+        let Some(target) = r.target else { return };
+        if !work.by_key.contains_key(&r.key) {
+            let Some(open) = self.index.get(&r.key) else {
+                return;
+            };
+            let i = work.push((*open).clone(), false);
+            work.by_key.insert(
+                r.key,
+                KeyRows {
+                    rows: vec![i],
+                    complete: false,
+                },
+            );
+        }
+        let rows = work
+            .by_key
+            .get(&r.key)
+            .map(|k| k.rows.clone())
+            .unwrap_or_default();
+        let Some(i) = rows
+            .into_iter()
+            .find(|&i| work.rows[i].radacctid == target && work.rows[i].is_open())
+        else {
+            return;
+        };
+        let s = &mut work.rows[i];
+        let stop = r.event_time.max(s.start);
+        s.stop = Some(stop);
+        s.update = s.update.max(stop);
+        s.session_time = s.session_time.max(stop - s.start);
+        s.terminate_cause = Some(CAUSE_ADMIN_RESET.into());
+        s.stop_source = Some(StopSource::Server);
+        let ev = event_of(s, "Stop", stop, StopSource::Server);
+        let u = s.fields.username.clone();
+        work.dirty[i] = true;
+        work.events.push((i, ev));
+        work.usernames.insert(u);
     }
 
     fn nas_reboot(&self, work: &mut Work, r: &Record) {

@@ -17,6 +17,9 @@ pub enum StatusType {
     InterimUpdate,
     AccountingOn,
     AccountingOff,
+    /// Not from the wire: the NAS confirmed a disconnect made through the API, and the
+    /// server writes the stop itself (cause Admin-Reset) for the row in `Record::target`.
+    AdminReset,
 }
 
 impl StatusType {
@@ -40,6 +43,7 @@ impl StatusType {
             StatusType::InterimUpdate => "Interim-Update",
             StatusType::AccountingOn => "Accounting-On",
             StatusType::AccountingOff => "Accounting-Off",
+            StatusType::AdminReset => "Admin-Reset",
         }
     }
 }
@@ -115,9 +119,32 @@ pub struct Record {
     pub terminate_cause: Option<Box<str>>,
     pub connectinfo: Option<Box<str>>,
     pub fields: Fields,
+    /// The row an `AdminReset` closes; `None` for packets from a NAS.
+    pub target: Option<i64>,
 }
 
 impl Record {
+    /// The server's own stop for a confirmed disconnect of `session`, at `at`.
+    pub fn admin_reset(session: &Session, at: Timestamp) -> Record {
+        Record {
+            status: StatusType::AdminReset,
+            nas_id: session.nas_id,
+            nas_ip: session
+                .fields
+                .nasipaddress
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            key: session.key,
+            event_time: at,
+            session_time: None,
+            input_octets: None,
+            output_octets: None,
+            terminate_cause: Some("Admin-Reset".into()),
+            connectinfo: None,
+            fields: session.fields.clone(),
+            target: Some(session.radacctid),
+        }
+    }
+
     /// The start time this packet implies: event time minus Acct-Session-Time.
     pub fn implied_start(&self) -> Timestamp {
         self.event_time - self.session_time.unwrap_or(0)

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Change, Engine};
@@ -37,9 +37,49 @@ pub trait Acknowledge: Send + Sync + 'static {
     fn abandon(&self, ticket: &Self::Ticket);
 }
 
+/// Where a record came from, and so how its commit is acknowledged: a NAS packet is
+/// answered through [`Acknowledge`]; a record the server made itself (a confirmed
+/// disconnect) reports back on a channel.
+#[derive(Debug)]
+pub enum Origin<T> {
+    Nas(T),
+    Server(oneshot::Sender<bool>),
+}
+
+/// Hands server-made records (the stop of a confirmed disconnect) to the writer, so that
+/// they are ordered and committed with the NAS traffic instead of racing it.
+pub trait Closer: Send + Sync {
+    /// Queue `record` and wait up to `wait` for its commit; `false` if it was not committed.
+    fn submit(&self, record: Record, wait: Duration) -> BoxFuture<'_, bool>;
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The writer queue's sending side, as a [`Closer`].
+pub struct Submitter<T> {
+    pub queue: mpsc::Sender<Pending<Origin<T>>>,
+}
+
+impl<T: Send + 'static> Closer for Submitter<T> {
+    fn submit(&self, record: Record, wait: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            let pending = Pending {
+                record,
+                ticket: Origin::Server(tx),
+            };
+            let queued = tokio::time::timeout(wait, self.queue.send(pending)).await;
+            if !matches!(queued, Ok(Ok(()))) {
+                return false;
+            }
+            matches!(tokio::time::timeout(wait, rx).await, Ok(Ok(true)))
+        })
+    }
+}
+
 pub struct Writer<A: Acknowledge> {
     engine: Engine,
-    rx: mpsc::Receiver<Pending<A::Ticket>>,
+    rx: mpsc::Receiver<Pending<Origin<A::Ticket>>>,
     acks: A,
     config: WriterConfig,
     changes: broadcast::Sender<Arc<Change>>,
@@ -54,7 +94,7 @@ enum Outcome {
 impl<A: Acknowledge> Writer<A> {
     pub fn new(
         engine: Engine,
-        rx: mpsc::Receiver<Pending<A::Ticket>>,
+        rx: mpsc::Receiver<Pending<Origin<A::Ticket>>>,
         acks: A,
         config: WriterConfig,
         changes: broadcast::Sender<Arc<Change>>,
@@ -68,35 +108,55 @@ impl<A: Acknowledge> Writer<A> {
         }
     }
 
-    /// Run until every sender of the queue is gone (ingest stopped) and the queue is
-    /// drained. `shutdown` only limits how long a failing store is retried after shutdown
-    /// began (`shutdown_grace`): what cannot be committed by then stays unanswered, and the
-    /// NAS sends it again to the next instance.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Run until `drain` is cancelled (ingest has stopped) and everything queued by then
+    /// is committed and answered; then the queue is closed, so late submissions fail at
+    /// once instead of waiting. `shutdown` only limits how long a failing store is retried
+    /// after shutdown began (`shutdown_grace`): what cannot be committed by then stays
+    /// unanswered, and the NAS sends it again to the next instance.
+    pub async fn run(mut self, shutdown: CancellationToken, drain: CancellationToken) {
         let mut batch = Vec::with_capacity(self.config.max_batch);
-        while self.rx.recv_many(&mut batch, self.config.max_batch).await > 0 {
+        let mut closed = false;
+        loop {
+            let n = tokio::select! {
+                biased;
+                n = self.rx.recv_many(&mut batch, self.config.max_batch) => n,
+                _ = drain.cancelled(), if !closed => {
+                    self.rx.close();
+                    closed = true;
+                    continue;
+                }
+            };
+            if n == 0 {
+                break;
+            }
             m::writer_queue_depth(self.rx.len());
             let taken = std::mem::take(&mut batch);
             self.commit_batch(taken, &shutdown).await;
         }
     }
 
-    async fn commit_batch(&self, batch: Vec<Pending<A::Ticket>>, shutdown: &CancellationToken) {
-        let (records, replies): (Vec<Record>, Vec<A::Ticket>) =
+    async fn commit_batch(
+        &self,
+        batch: Vec<Pending<Origin<A::Ticket>>>,
+        shutdown: &CancellationToken,
+    ) {
+        let (records, replies): (Vec<Record>, Vec<Origin<A::Ticket>>) =
             batch.into_iter().map(|p| (p.record, p.ticket)).unzip();
         match self.commit_until_stored(&records, shutdown).await {
-            Outcome::Stored(changed) => self.finish(changed, &replies).await,
-            Outcome::GaveUp => replies.iter().for_each(|r| self.acks.abandon(r)),
-            Outcome::Refused(e) if records.len() == 1 => self.refuse(&e, &replies[0]),
+            Outcome::Stored(changed) => self.finish(changed, replies).await,
+            Outcome::GaveUp => replies.into_iter().for_each(|r| self.abandon(r)),
+            Outcome::Refused(e) if records.len() == 1 => {
+                for r in replies {
+                    self.refuse(&e, r);
+                }
+            }
             Outcome::Refused(_) => {
                 for (record, reply) in records.into_iter().zip(replies) {
                     let one = std::slice::from_ref(&record);
                     match self.commit_until_stored(one, shutdown).await {
-                        Outcome::Stored(changed) => {
-                            self.finish(changed, std::slice::from_ref(&reply)).await
-                        }
-                        Outcome::Refused(e) => self.refuse(&e, &reply),
-                        Outcome::GaveUp => self.acks.abandon(&reply),
+                        Outcome::Stored(changed) => self.finish(changed, vec![reply]).await,
+                        Outcome::Refused(e) => self.refuse(&e, reply),
+                        Outcome::GaveUp => self.abandon(reply),
                     }
                 }
             }
@@ -158,8 +218,18 @@ impl<A: Acknowledge> Writer<A> {
         }
     }
 
-    async fn finish(&self, changed: Vec<Change>, tickets: &[A::Ticket]) {
-        self.acks.ack(tickets).await;
+    async fn finish(&self, changed: Vec<Change>, tickets: Vec<Origin<A::Ticket>>) {
+        let mut nas = Vec::with_capacity(tickets.len());
+        for t in tickets {
+            match t {
+                Origin::Nas(t) => nas.push(t),
+                // The requester may have given up waiting; that is fine.
+                Origin::Server(tx) => {
+                    let _ = tx.send(true);
+                }
+            }
+        }
+        self.acks.ack(&nas).await;
         m::open_sessions(self.engine.index().len());
         for s in changed {
             // No receivers is fine: nobody is watching the live stream.
@@ -167,12 +237,21 @@ impl<A: Acknowledge> Writer<A> {
         }
     }
 
-    fn refuse(&self, e: &StoreError, ticket: &A::Ticket) {
+    fn abandon(&self, ticket: Origin<A::Ticket>) {
+        match ticket {
+            Origin::Nas(t) => self.acks.abandon(&t),
+            Origin::Server(tx) => {
+                let _ = tx.send(false);
+            }
+        }
+    }
+
+    fn refuse(&self, e: &StoreError, ticket: Origin<A::Ticket>) {
         m::dropped("store_refused");
         tracing::error!(
             error = %e,
             "the store refused an accounting record; it was not acknowledged"
         );
-        self.acks.abandon(ticket);
+        self.abandon(ticket);
     }
 }

@@ -43,6 +43,7 @@ fn record(status: StatusType, user: &str, sid: &str, t: i64, session_time: Optio
             nasipaddress: Some(nas_ip),
             ..Fields::default()
         },
+        target: None,
     }
 }
 

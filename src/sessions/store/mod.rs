@@ -7,6 +7,7 @@
 //! addresses as text — and convert in SQL (`to_timestamp($1)`, `$2::inet`,
 //! `datetime(?1, 'unixepoch')`), so the row-building code is shared.
 
+pub mod audit;
 pub mod directory;
 pub mod postgres;
 pub mod query;

@@ -82,13 +82,12 @@ impl Disconnector {
                 None
             }
         };
-        if let Some(mut rx) = follower {
-            if let Ok(done) = rx.wait_for(Option::is_some).await
-                && let Some(a) = done.clone()
-            {
-                return (a, true);
-            }
-            // The leader vanished (cancelled request): try ourselves.
+        // If the leader vanished (its request was cancelled), try ourselves.
+        if let Some(mut rx) = follower
+            && let Ok(done) = rx.wait_for(Option::is_some).await
+            && let Some(a) = done.clone()
+        {
+            return (a, true);
         }
         let attempt = self.attempt(session).await;
         let _ = tx.send(Some(attempt.clone()));

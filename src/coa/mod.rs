@@ -71,29 +71,40 @@ impl Disconnector {
     }
 
     /// Disconnect `session` on its NAS. A second request for the same session while one
-    /// is under way waits for that one's result instead of sending again.
-    pub async fn disconnect(&self, session: &Session) -> (Attempt, bool) {
+    /// is under way waits for that one's result instead of sending again (`true` in the
+    /// result). The attempt runs in its own task, so a client that hangs up does not cut
+    /// a disconnect off halfway.
+    pub async fn disconnect(self: &Arc<Self>, session: &Session) -> (Attempt, bool) {
         let id = session.radacctid;
-        let (tx, rx) = watch::channel(None);
-        let follower = match self.inflight.entry(id) {
-            Entry::Occupied(e) => Some(e.get().clone()),
+        let (mut rx, leader) = match self.inflight.entry(id) {
+            Entry::Occupied(e) => (e.get().clone(), false),
             Entry::Vacant(e) => {
-                e.insert(rx);
-                None
+                let (tx, rx) = watch::channel(None);
+                e.insert(rx.clone());
+                let this = Arc::clone(self);
+                let session = session.clone();
+                tokio::spawn(async move {
+                    let attempt = this.attempt(&session).await;
+                    m::disconnect(attempt.method.as_str(), attempt.tried);
+                    let _ = tx.send(Some(attempt));
+                    this.inflight.remove(&id);
+                });
+                (rx, true)
             }
         };
-        // If the leader vanished (its request was cancelled), try ourselves.
-        if let Some(mut rx) = follower
-            && let Ok(done) = rx.wait_for(Option::is_some).await
-            && let Some(a) = done.clone()
-        {
-            return (a, true);
-        }
-        let attempt = self.attempt(session).await;
-        let _ = tx.send(Some(attempt.clone()));
-        self.inflight.remove(&id);
-        m::disconnect(attempt.method.as_str(), attempt.tried);
-        (attempt, false)
+        let attempt = match rx.wait_for(Option::is_some).await {
+            Ok(done) => done.clone(),
+            Err(_) => None,
+        };
+        let attempt = attempt.unwrap_or_else(|| Attempt {
+            method: Method::Unreachable,
+            tried: "none",
+            error_cause: None,
+            rtt: Duration::ZERO,
+            detail: "the disconnect task ended without a result".into(),
+            nas: None,
+        });
+        (attempt, !leader)
     }
 
     async fn attempt(&self, session: &Session) -> Attempt {

@@ -88,9 +88,10 @@ impl Server {
         let metrics = crate::metrics::install();
         let dedup = Arc::new(Dedup::new(config.radius.duplicate_window));
         let (queue_tx, queue_rx) = mpsc::channel(config.writer.queue_capacity);
-        let closer = Arc::new(crate::sessions::writer::Submitter {
-            queue: queue_tx.clone(),
-        });
+        let closer: Arc<dyn crate::sessions::writer::Closer> =
+            Arc::new(crate::sessions::writer::Submitter {
+                queue: queue_tx.clone(),
+            });
         let (changes, _) = broadcast::channel(4096);
 
         let shutdown = CancellationToken::new();
@@ -128,6 +129,28 @@ impl Server {
             config.radius.nas_reload,
             jobs.clone(),
         ));
+        if config.jobs.sweeper {
+            job_tasks.spawn(
+                crate::jobs::sweeper::Sweeper {
+                    store: store.clone(),
+                    closer: closer.clone(),
+                    interval: config.jobs.sweep_interval,
+                    stale_after: config.jobs.stale_after,
+                }
+                .run(jobs.clone()),
+            );
+        }
+        if config.jobs.archiver {
+            job_tasks.spawn(
+                crate::jobs::archiver::Archiver {
+                    store: store.clone(),
+                    at: config.jobs.archive_at,
+                    after: config.jobs.archive_after,
+                    batch_size: config.jobs.archive_batch_size,
+                }
+                .run(jobs.clone()),
+            );
+        }
         job_tasks.spawn(purge_dedup(
             Arc::clone(&dedup),
             config.radius.duplicate_window,

@@ -49,6 +49,12 @@ pub enum Command {
     Migrate,
     /// Validate the configuration and print it (secrets hidden), then exit.
     CheckConfig,
+    /// Move sessions closed longer ago than jobs.archive_after_days to the archive tables.
+    Archive {
+        /// Run now, once (the server also runs it daily at jobs.archive_at).
+        #[arg(long)]
+        now: bool,
+    },
     /// Print a signed JWT for the Sessions API (HS256 with the configured secret).
     Token(TokenArgs),
     /// Manage NAS clients in the database.
@@ -163,6 +169,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig => check_config(&config),
+        Command::Archive { now } => {
+            if !now {
+                anyhow::bail!("use `radacctd archive --now` to archive immediately");
+            }
+            let store = Store::connect(&config.database).await?;
+            store.migrate().await?;
+            let archiver = crate::jobs::archiver::Archiver {
+                store: store.clone(),
+                at: config.jobs.archive_at,
+                after: config.jobs.archive_after,
+                batch_size: config.jobs.archive_batch_size,
+            };
+            let stop = tokio_util::sync::CancellationToken::new();
+            let n = archiver
+                .run_once(chrono::Utc::now().timestamp(), &stop)
+                .await?;
+            println!("archived {n} sessions");
+            store.close().await;
+            Ok(())
+        }
         Command::Token(args) => {
             println!("{}", token(&config, args)?);
             Ok(())

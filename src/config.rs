@@ -57,7 +57,21 @@ pub struct FileConfig {
     #[serde(default)]
     pub log: LogSection,
     #[serde(default)]
+    pub jobs: JobsSection,
+    #[serde(default)]
     pub nas: Vec<NasSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    pub sweeper: Option<bool>,
+    pub sweep_interval_secs: Option<u64>,
+    pub stale_after_secs: Option<u64>,
+    pub archiver: Option<bool>,
+    pub archive_at: Option<String>,
+    pub archive_after_days: Option<u64>,
+    pub archive_batch_size: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,7 +210,22 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log_filter: String,
     pub log_format: LogFormat,
+    pub jobs: JobsConfig,
     pub nas: Vec<NasConfig>,
+}
+
+/// Background jobs (DESIGN.md §7).
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub sweeper: bool,
+    pub sweep_interval: Duration,
+    /// An open session not updated for this long is closed as NAS-Idle-Timeout.
+    pub stale_after: Duration,
+    pub archiver: bool,
+    /// Local time of day the archiver runs, as (hour, minute).
+    pub archive_at: (u32, u32),
+    pub archive_after: Duration,
+    pub archive_batch_size: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -362,6 +391,7 @@ impl Config {
             http,
             auth,
             log,
+            jobs,
             nas,
         } = file;
 
@@ -515,6 +545,42 @@ impl Config {
             }
         };
 
+        let archive_at = match jobs.archive_at.as_deref() {
+            None => (3, 0),
+            Some(t) => t
+                .split_once(':')
+                .and_then(|(h, m)| Some((h.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
+                .filter(|&(h, m)| h < 24 && m < 60)
+                .ok_or_else(|| invalid("jobs.archive_at", format!("{t:?} is not HH:MM")))?,
+        };
+        let archive_batch_size = jobs.archive_batch_size.unwrap_or(1000);
+        if !(1..=100_000).contains(&archive_batch_size) {
+            return Err(invalid(
+                "jobs.archive_batch_size",
+                "must be between 1 and 100000",
+            ));
+        }
+        let jobs = JobsConfig {
+            sweeper: jobs.sweeper.unwrap_or(true),
+            sweep_interval: Duration::from_secs(positive(
+                "jobs.sweep_interval_secs",
+                jobs.sweep_interval_secs.unwrap_or(300),
+            )?),
+            stale_after: Duration::from_secs(positive(
+                "jobs.stale_after_secs",
+                jobs.stale_after_secs.unwrap_or(1800),
+            )?),
+            archiver: jobs.archiver.unwrap_or(true),
+            archive_at,
+            archive_after: Duration::from_secs(
+                positive(
+                    "jobs.archive_after_days",
+                    jobs.archive_after_days.unwrap_or(90),
+                )? * 86_400,
+            ),
+            archive_batch_size,
+        };
+
         let mut nas_out = Vec::with_capacity(nas.len());
         for (i, n) in nas.into_iter().enumerate() {
             let key = |field: &str| format!("nas[{i}].{field}");
@@ -552,6 +618,7 @@ impl Config {
             auth: auth_config,
             log_filter,
             log_format,
+            jobs,
             nas: nas_out,
         })
     }

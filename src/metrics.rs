@@ -22,6 +22,8 @@ pub const OPEN_SESSIONS: &str = "radacctd_open_sessions";
 pub const STORE_ERRORS: &str = "radacctd_store_errors_total";
 pub const CLOCK_SKEW: &str = "radacctd_nas_clock_skew_total";
 pub const STATUS_SERVER: &str = "radacctd_status_server_total";
+pub const SWEEPER_CLOSED: &str = "radacctd_sweeper_closed_total";
+pub const ARCHIVED: &str = "radacctd_archived_sessions_total";
 pub const DISCONNECTS: &str = "radacctd_disconnects_total";
 pub const API_REQUESTS: &str = "radacctd_api_requests_total";
 pub const API_SECONDS: &str = "radacctd_api_request_duration_seconds";
@@ -147,4 +149,12 @@ pub fn api_request(route: String, status: u16, took: Duration) {
 
 pub fn disconnect(method: &'static str, tried: &'static str) {
     counter!(DISCONNECTS, "method" => method, "tried" => tried).increment(1);
+}
+
+pub fn sweeper(closed: u64) {
+    counter!(SWEEPER_CLOSED).increment(closed);
+}
+
+pub fn archived(n: u64) {
+    counter!(ARCHIVED).increment(n);
 }

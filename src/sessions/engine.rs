@@ -54,6 +54,7 @@ pub struct Change {
 pub const CAUSE_LOST_SERVICE: &str = "Lost-Service";
 pub const CAUSE_NAS_REBOOT: &str = "NAS-Reboot";
 pub const CAUSE_ADMIN_RESET: &str = "Admin-Reset";
+pub const CAUSE_IDLE_TIMEOUT: &str = "NAS-Idle-Timeout";
 
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -171,10 +172,7 @@ impl Engine {
                 self.nas_reboot(work, r);
                 Ok(())
             }
-            StatusType::AdminReset => {
-                self.admin_reset(work, r);
-                Ok(())
-            }
+            StatusType::AdminReset | StatusType::IdleTimeout => self.server_close(work, r).await,
             StatusType::Start | StatusType::InterimUpdate | StatusType::Stop => {
                 self.apply_session(work, r).await
             }
@@ -273,6 +271,14 @@ impl Engine {
         if known.complete || self.find_match(work, &known.rows, r).is_some() {
             return Ok(());
         }
+        self.complete(work, key).await
+    }
+
+    /// Add every database row of `key` that `work` does not know yet.
+    async fn complete(&self, work: &mut Work, key: SessionKey) -> Result<(), StoreError> {
+        if work.by_key.get(&key).is_some_and(|k| k.complete) {
+            return Ok(());
+        }
         let db_rows = match work.prefetched.remove(&key) {
             Some(rows) => rows,
             None if work.fetched(&key) => Vec::new(),
@@ -365,9 +371,14 @@ impl Engine {
             }
             // Closed by the NAS: final.
             (_, Some(StopSource::Nas)) => None,
-            (StatusType::AccountingOn | StatusType::AccountingOff | StatusType::AdminReset, _) => {
-                None
-            }
+            // Handled elsewhere (nas_reboot, server_close); never routed here.
+            (
+                StatusType::AccountingOn
+                | StatusType::AccountingOff
+                | StatusType::AdminReset
+                | StatusType::IdleTimeout,
+                _,
+            ) => None,
         };
         if let Some(kind) = event {
             let ev = event_of(&work.rows[i], kind, r.event_time, StopSource::Nas);
@@ -388,23 +399,25 @@ impl Engine {
         }
     }
 
-    /// Close the open row `r.target` as Admin-Reset at `r.event_time` with its last known
-    /// counters. Only that row, and only if it is still open: if the NAS's own Stop or a new
-    /// session got there first, there is nothing to do.
-    fn admin_reset(&self, work: &mut Work, r: &Record) {
-        let Some(target) = r.target else { return };
-        if !work.by_key.contains_key(&r.key) {
-            let Some(open) = self.index.get(&r.key) else {
-                return;
-            };
-            let i = work.push((*open).clone(), false);
-            work.by_key.insert(
-                r.key,
-                KeyRows {
-                    rows: vec![i],
-                    complete: false,
-                },
-            );
+    /// A close the server makes itself, for the row `r.target` only and only while it is
+    /// still open: if the NAS's own Stop or a new session got there first, there is nothing
+    /// to do.
+    /// - Admin-Reset (a confirmed disconnect): stop at `r.event_time`.
+    /// - NAS-Idle-Timeout (the stale-session sweeper): stop at the row's last update, and
+    ///   only if that is still before `r.event_time` (the sweeper's cutoff) — an
+    ///   Interim-Update that arrived after the sweeper looked keeps the session open.
+    async fn server_close(&self, work: &mut Work, r: &Record) -> Result<(), StoreError> {
+        let Some(target) = r.target else {
+            return Ok(());
+        };
+        self.load(work, r).await?;
+        let has_target = |work: &Work| {
+            work.by_key
+                .get(&r.key)
+                .is_some_and(|k| k.rows.iter().any(|&i| work.rows[i].radacctid == target))
+        };
+        if !has_target(work) {
+            self.complete(work, r.key).await?;
         }
         let rows = work
             .by_key
@@ -415,20 +428,25 @@ impl Engine {
             .into_iter()
             .find(|&i| work.rows[i].radacctid == target && work.rows[i].is_open())
         else {
-            return;
+            return Ok(());
         };
         let s = &mut work.rows[i];
-        let stop = r.event_time.max(s.start);
+        let (stop, cause) = match r.status {
+            StatusType::IdleTimeout if s.update >= r.event_time => return Ok(()),
+            StatusType::IdleTimeout => (s.update.max(s.start), CAUSE_IDLE_TIMEOUT),
+            _ => (r.event_time.max(s.start), CAUSE_ADMIN_RESET),
+        };
         s.stop = Some(stop);
         s.update = s.update.max(stop);
         s.session_time = s.session_time.max(stop - s.start);
-        s.terminate_cause = Some(CAUSE_ADMIN_RESET.into());
+        s.terminate_cause = Some(cause.into());
         s.stop_source = Some(StopSource::Server);
         let ev = event_of(s, "Stop", stop, StopSource::Server);
         let u = s.fields.username.clone();
         work.dirty[i] = true;
         work.events.push((i, ev));
         work.usernames.insert(u);
+        Ok(())
     }
 
     fn nas_reboot(&self, work: &mut Work, r: &Record) {

@@ -20,6 +20,9 @@ pub enum StatusType {
     /// Not from the wire: the NAS confirmed a disconnect made through the API, and the
     /// server writes the stop itself (cause Admin-Reset) for the row in `Record::target`.
     AdminReset,
+    /// Not from the wire: the stale-session sweeper closes `Record::target` as
+    /// NAS-Idle-Timeout if it has still not been updated since `event_time`.
+    IdleTimeout,
 }
 
 impl StatusType {
@@ -44,6 +47,7 @@ impl StatusType {
             StatusType::AccountingOn => "Accounting-On",
             StatusType::AccountingOff => "Accounting-Off",
             StatusType::AdminReset => "Admin-Reset",
+            StatusType::IdleTimeout => "NAS-Idle-Timeout",
         }
     }
 }
@@ -126,8 +130,17 @@ pub struct Record {
 impl Record {
     /// The server's own stop for a confirmed disconnect of `session`, at `at`.
     pub fn admin_reset(session: &Session, at: Timestamp) -> Record {
+        Self::server_close(session, StatusType::AdminReset, at)
+    }
+
+    /// The sweeper's close of `session` if it was not updated since `cutoff`.
+    pub fn idle_timeout(session: &Session, cutoff: Timestamp) -> Record {
+        Self::server_close(session, StatusType::IdleTimeout, cutoff)
+    }
+
+    fn server_close(session: &Session, status: StatusType, at: Timestamp) -> Record {
         Record {
-            status: StatusType::AdminReset,
+            status,
             nas_id: session.nas_id,
             nas_ip: session
                 .fields
@@ -138,7 +151,7 @@ impl Record {
             session_time: None,
             input_octets: None,
             output_octets: None,
-            terminate_cause: Some("Admin-Reset".into()),
+            terminate_cause: None,
             connectinfo: None,
             fields: session.fields.clone(),
             target: Some(session.radacctid),

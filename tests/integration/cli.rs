@@ -213,6 +213,17 @@ fn nas_add_list_remove_manage_the_nas_table() {
 }
 
 #[test]
+fn archive_now_runs_the_archiver_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/a.db", dir.path().display());
+    let out = run(dir.path(), &["--database-url", &db, "archive", "--now"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("archived 0 sessions"), "{}", text(&out));
+    let without = run(dir.path(), &["--database-url", &db, "archive"]);
+    assert!(!without.status.success());
+}
+
+#[test]
 fn migrate_creates_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/m.db", dir.path().display());

@@ -10,5 +10,6 @@ mod cli;
 mod engine;
 mod freeradius;
 mod harness;
+mod jobs;
 mod pg_restart;
 mod resilience;

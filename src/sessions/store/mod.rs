@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod directory;
+pub mod jobs;
 pub mod postgres;
 pub mod query;
 pub mod sqlite;

@@ -1,0 +1,155 @@
+//! Store work of the background jobs: finding stale open sessions, re-syncing
+//! `subscribers.is_online`, and moving old closed sessions to the archive tables.
+
+use sqlx::AssertSqlSafe;
+
+use super::{Store, StoreError, postgres, session_from_row, sqlite};
+use crate::sessions::model::{Session, Timestamp};
+
+/// Every column of `radacct` (FreeRADIUS's and radacctd's), named, so the archive copy
+/// does not depend on the two tables' column order.
+const RADACCT_COLUMNS: &str = "radacctid, acctsessionid, acctuniqueid, username, realm, \
+    nasipaddress, nasportid, nasporttype, acctstarttime, acctupdatetime, acctstoptime, \
+    acctinterval, acctsessiontime, acctauthentic, connectinfo_start, connectinfo_stop, \
+    acctinputoctets, acctoutputoctets, calledstationid, callingstationid, acctterminatecause, \
+    servicetype, framedprotocol, framedipaddress, framedipv6address, framedipv6prefix, \
+    framedinterfaceid, delegatedipv6prefix, class, nas_id, sessionkey, stopsource";
+
+const EVENT_COLUMNS: &str = "id, radacctid, eventtype, eventtime, acctsessiontime, \
+    acctinputoctets, acctoutputoctets, source";
+
+const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = NOT is_online, \
+    updated_at = CURRENT_TIMESTAMP WHERE is_online <> EXISTS (SELECT 1 FROM radacct \
+    WHERE radacct.username = subscribers.username AND acctstoptime IS NULL)";
+
+impl Store {
+    /// Open sessions not updated since `cutoff`, oldest update first, at most `limit`.
+    pub async fn stale_sessions(
+        &self,
+        cutoff: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Session>, StoreError> {
+        macro_rules! fetch {
+            ($pool:expr, $source:expr, $cond:expr) => {{
+                let sql = format!("{} WHERE {}", $source, $cond);
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(cutoff)
+                    .bind(limit)
+                    .fetch_all($pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| session_from_row!(r).map_err(StoreError::from))
+                    .collect()
+            }};
+        }
+        match self {
+            Store::Sqlite(s) => fetch!(
+                s.pool(),
+                sqlite::ROW_SOURCE,
+                "acctstoptime IS NULL AND COALESCE(acctupdatetime, acctstarttime) < \
+                 datetime(?1, 'unixepoch') ORDER BY update_s LIMIT ?2"
+            ),
+            Store::Postgres(s) => fetch!(
+                s.pool(),
+                postgres::ROW_SOURCE,
+                "acctstoptime IS NULL AND COALESCE(acctupdatetime, acctstarttime) < \
+                 to_timestamp($1) ORDER BY update_s LIMIT $2"
+            ),
+        }
+    }
+
+    /// Make `subscribers.is_online` true exactly for usernames with an open row; returns
+    /// how many subscribers changed.
+    pub async fn sync_online(&self) -> Result<u64, StoreError> {
+        let done = match self {
+            Store::Sqlite(s) => sqlx::query(SYNC_ONLINE)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+            Store::Postgres(s) => sqlx::query(SYNC_ONLINE)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+        };
+        Ok(done)
+    }
+
+    /// Move up to `limit` sessions closed before `cutoff`, with their history, to the
+    /// archive tables in one transaction: an interruption at any point rolls the whole
+    /// batch back, so no row is lost or copied twice. Returns how many were moved.
+    pub async fn archive_batch(&self, cutoff: Timestamp, limit: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let mut tx = s.pool().begin().await?;
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT radacctid FROM radacct WHERE acctstoptime IS NOT NULL \
+                     AND acctstoptime < datetime(?1, 'unixepoch') ORDER BY radacctid LIMIT ?2",
+                )
+                .bind(cutoff)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+                let set = "(SELECT value FROM json_each(?1))";
+                for sql in [
+                    format!(
+                        "INSERT OR IGNORE INTO radacct_archive ({RADACCT_COLUMNS}) SELECT \
+                         {RADACCT_COLUMNS} FROM radacct WHERE radacctid IN {set}"
+                    ),
+                    format!(
+                        "INSERT OR IGNORE INTO radacct_events_archive ({EVENT_COLUMNS}) SELECT \
+                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid IN {set}"
+                    ),
+                    format!("DELETE FROM radacct_events WHERE radacctid IN {set}"),
+                    format!("DELETE FROM radacct WHERE radacctid IN {set}"),
+                ] {
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(&list)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(ids.len() as u64)
+            }
+            Store::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                // SKIP LOCKED: a second node archiving at the same time takes other rows.
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT radacctid FROM radacct WHERE acctstoptime IS NOT NULL \
+                     AND acctstoptime < to_timestamp($1) ORDER BY radacctid LIMIT $2 \
+                     FOR UPDATE SKIP LOCKED",
+                )
+                .bind(cutoff)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                for sql in [
+                    format!(
+                        "INSERT INTO radacct_archive ({RADACCT_COLUMNS}) SELECT {RADACCT_COLUMNS} \
+                         FROM radacct WHERE radacctid = ANY($1) ON CONFLICT DO NOTHING"
+                    ),
+                    format!(
+                        "INSERT INTO radacct_events_archive ({EVENT_COLUMNS}) SELECT \
+                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid = ANY($1) \
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    "DELETE FROM radacct_events WHERE radacctid = ANY($1)".to_owned(),
+                    "DELETE FROM radacct WHERE radacctid = ANY($1)".to_owned(),
+                ] {
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(&ids)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(ids.len() as u64)
+            }
+        }
+    }
+}

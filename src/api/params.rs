@@ -48,13 +48,28 @@ pub struct ListParams {
     pub to: Option<Timestamp>,
     pub sort: SortKey,
     pub descending: bool,
+    /// `source=archive`: closed sessions the archiver moved to `radacct_archive` (the
+    /// default `source=live` never unions the archive, as the contract says).
+    pub archive: bool,
 }
 
 impl ListParams {
     pub fn parse(p: &Params) -> Result<ListParams, ApiError> {
+        let archive = match p.get("source") {
+            None | Some("live") => false,
+            Some("archive") => true,
+            Some(_) => return Err(ApiError::bad("invalid source, must be live/archive")),
+        };
         let status = match p.get("status") {
+            // The archive only holds closed sessions.
+            None if archive => StatusFilter::Closed,
             None => StatusFilter::Active,
             Some(s) => match s.to_ascii_lowercase().as_str() {
+                "active" if archive => {
+                    return Err(ApiError::bad(
+                        "invalid status, the archive holds closed sessions only",
+                    ));
+                }
                 "active" => StatusFilter::Active,
                 "closed" => StatusFilter::Closed,
                 "all" => StatusFilter::All,
@@ -128,6 +143,7 @@ impl ListParams {
             to,
             sort,
             descending,
+            archive,
         })
     }
 
@@ -147,6 +163,7 @@ impl ListParams {
             descending: self.descending,
             offset: self.offset(),
             limit: self.limit,
+            archive: self.archive,
         }
     }
 }
@@ -235,6 +252,23 @@ mod tests {
             parse("from=2026-05-02&to=2026-05-01")
                 .unwrap_err()
                 .starts_with("invalid range")
+        );
+    }
+
+    #[test]
+    fn archive_source_defaults_to_closed_and_refuses_active() {
+        let p = parse("source=archive").unwrap();
+        assert!(p.archive);
+        assert_eq!(p.status, StatusFilter::Closed);
+        assert!(
+            parse("source=archive&status=active")
+                .unwrap_err()
+                .contains("archive")
+        );
+        assert!(
+            parse("source=cold")
+                .unwrap_err()
+                .starts_with("invalid source")
         );
     }
 

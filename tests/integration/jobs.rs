@@ -219,6 +219,31 @@ async fn archiver_moves_old_closed_sessions_with_their_history(b: Backend) {
     // The API does not union the archive.
     let (_, v) = api_json(&h, "/api/sessions?status=closed", Some(&admin_token())).await;
     assert_eq!(v["pagination"]["total"], 0);
+    // …it is asked for explicitly.
+    let (code, v) = api_json(
+        &h,
+        "/api/sessions?source=archive&search=a3",
+        Some(&admin_token()),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["pagination"]["total"], 1);
+    assert_eq!(v["data"][0]["username"], "a3");
+    assert_eq!(v["data"][0]["acctterminatecause"], "User-Request");
+    let (_, v) = api_json(
+        &h,
+        "/api/sessions?source=archive&status=all",
+        Some(&admin_token()),
+    )
+    .await;
+    assert_eq!(v["pagination"]["total"], 5);
+    let (code, _) = api_json(
+        &h,
+        "/api/sessions?source=archive&status=active",
+        Some(&admin_token()),
+    )
+    .await;
+    assert_eq!(code, 400);
     h.server.stop().await;
 }
 

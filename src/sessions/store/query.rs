@@ -62,6 +62,30 @@ pub struct SessionQuery {
     pub descending: bool,
     pub offset: i64,
     pub limit: i64,
+    /// Read `radacct_archive` (sessions the archiver moved) instead of `radacct`.
+    pub archive: bool,
+}
+
+impl SessionQuery {
+    fn table(&self) -> &'static str {
+        if self.archive {
+            "radacct_archive"
+        } else {
+            "radacct"
+        }
+    }
+}
+
+/// A backend's row source reading `table` instead of `radacct`.
+fn source_for(row_source: &'static str, table: &str) -> std::borrow::Cow<'static, str> {
+    if table == "radacct" {
+        std::borrow::Cow::Borrowed(row_source)
+    } else {
+        std::borrow::Cow::Owned(format!(
+            "{} FROM {table}",
+            row_source.trim_end_matches(" FROM radacct")
+        ))
+    }
 }
 
 /// Totals over the sessions active at any time since a moment.
@@ -270,7 +294,7 @@ impl Store {
             Store::Sqlite(s) => {
                 let sql = format!(
                     "{}{}{order} LIMIT {limit} OFFSET {offset}",
-                    sqlite::ROW_SOURCE,
+                    source_for(sqlite::ROW_SOURCE, q.table()),
                     w.sql
                 );
                 let rows = bind_args!(sqlx::query(AssertSqlSafe(sql)), w.args, d)
@@ -283,7 +307,7 @@ impl Store {
             Store::Postgres(s) => {
                 let sql = format!(
                     "{}{}{order} LIMIT {limit} OFFSET {offset}",
-                    postgres::ROW_SOURCE,
+                    source_for(postgres::ROW_SOURCE, q.table()),
                     w.sql
                 );
                 let rows = bind_args!(sqlx::query(AssertSqlSafe(sql)), w.args, d)
@@ -300,7 +324,7 @@ impl Store {
     pub async fn count_sessions(&self, q: &SessionQuery) -> Result<i64, StoreError> {
         let d = self.dialect();
         let w = build_where(d, q);
-        let sql = format!("SELECT COUNT(*) FROM radacct{}", w.sql);
+        let sql = format!("SELECT COUNT(*) FROM {}{}", q.table(), w.sql);
         Ok(match self {
             Store::Sqlite(s) => {
                 bind_args!(sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)), w.args, d)
@@ -324,6 +348,7 @@ impl Store {
         let w = build_where(d, q);
         let order = order_by(q);
         let store = self.clone();
+        let table = q.table();
         tokio::spawn(async move {
             macro_rules! pump {
                 ($pool:expr, $source:expr) => {{
@@ -342,8 +367,8 @@ impl Store {
                 }};
             }
             match &store {
-                Store::Sqlite(s) => pump!(s.pool(), sqlite::ROW_SOURCE),
-                Store::Postgres(s) => pump!(s.pool(), postgres::ROW_SOURCE),
+                Store::Sqlite(s) => pump!(s.pool(), source_for(sqlite::ROW_SOURCE, table)),
+                Store::Postgres(s) => pump!(s.pool(), source_for(postgres::ROW_SOURCE, table)),
             }
         });
         rx
@@ -442,6 +467,7 @@ mod tests {
             descending: true,
             offset: 0,
             limit: 50,
+            archive: false,
         }
     }
 
@@ -456,6 +482,17 @@ mod tests {
         assert!(!w.sql.contains("50%"), "values never in SQL text");
         let w = build_where(Dialect::Sqlite, &q());
         assert!(w.sql.contains("json_each(?1)"), "{}", w.sql);
+    }
+
+    #[test]
+    fn archive_queries_read_the_archive_table() {
+        let src = source_for(postgres::ROW_SOURCE, "radacct_archive");
+        assert!(src.ends_with(" FROM radacct_archive"), "{src}");
+        assert!(!src.contains(" FROM radacct "), "{src}");
+        assert_eq!(
+            source_for(sqlite::ROW_SOURCE, "radacct"),
+            sqlite::ROW_SOURCE
+        );
     }
 
     #[test]

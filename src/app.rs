@@ -184,6 +184,8 @@ impl Server {
                 Arc::clone(&dictionary),
             )),
             closer,
+            streams: CancellationToken::new(),
+            stream_tasks: tokio_util::task::TaskTracker::new(),
         };
         let app = api::router(api_state.clone());
         let http_shutdown = http_stop.clone();
@@ -199,6 +201,8 @@ impl Server {
         tracing::info!(%radius_addr, %http_addr, backend = store.backend(), "radacctd started");
 
         let supervisor_store = store.clone();
+        let streams = api_state.streams.clone();
+        let stream_tasks = api_state.stream_tasks.clone();
         let supervisor_shutdown = shutdown.clone();
         let supervisor = tokio::spawn(async move {
             supervisor_shutdown.cancelled().await;
@@ -207,6 +211,10 @@ impl Server {
             drain.cancel();
             let _ = writer_task.await;
             tracing::info!("writer drained; stopping jobs");
+            // Live streams get their `disconnect` message before the process goes.
+            streams.cancel();
+            stream_tasks.close();
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream_tasks.wait()).await;
             jobs.cancel();
             while job_tasks.join_next().await.is_some() {}
             http_stop.cancel();

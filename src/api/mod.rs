@@ -47,6 +47,10 @@ pub struct AppState {
     pub disconnector: Arc<crate::coa::Disconnector>,
     /// Writes the stop of a confirmed disconnect through the writer.
     pub closer: Arc<dyn crate::sessions::writer::Closer>,
+    /// Cancelled at shutdown, after the writer has drained, to end live streams.
+    pub streams: tokio_util::sync::CancellationToken,
+    /// Live-stream connections, so shutdown can wait for their goodbyes.
+    pub stream_tasks: tokio_util::task::TaskTracker,
 }
 
 /// Tunables of the API that tests shrink.

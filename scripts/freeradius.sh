@@ -8,8 +8,12 @@
 #   scripts/freeradius.sh start DIR ACCT_PORT PGHOST PGPORT PGUSER PGDB SECRET
 #       build a configuration in DIR/raddb and start FreeRADIUS in the background;
 #       prints its PID once it is ready to process requests
+#   scripts/freeradius.sh coa DIR PORT SECRET
+#       build a configuration in DIR/raddb and start FreeRADIUS in the background as an
+#       RFC 5176 CoA/Disconnect receiver on 127.0.0.1:PORT (see "CoA mode" below);
+#       prints its PID once it is ready to process requests
 #   scripts/freeradius.sh stop DIR
-#       stop the FreeRADIUS started in DIR (TERM, then KILL after 10 s)
+#       stop the FreeRADIUS started in DIR by `start` or `coa` (TERM, then KILL after 10 s)
 #
 # Why: radacctd claims to work on a database FreeRADIUS created, and to leave it usable by
 # FreeRADIUS. The compatibility test (tests/integration/freeradius.rs) checks that against
@@ -45,11 +49,32 @@
 #
 # Needs the Debian packages freeradius and freeradius-postgresql; installs them with
 # apt-get when /usr/sbin/freeradius or rlm_sql_postgresql is missing.
+#
+# CoA mode (`coa`): FreeRADIUS plays the NAS side of RFC 5176 so that radacctd's
+# Disconnect-Request client is checked against an independent implementation
+# (tests/integration/disconnect.rs). Same radiusd.conf and clients.conf as above (one client,
+# 127.0.0.1, with SECRET); sites-enabled/ holds only a `coa` server, modelled on the stock
+# sites-available/coa, with one listener `type = coa` on 127.0.0.1:PORT. What FreeRADIUS 3
+# does with a packet there, and what that means for the test:
+#   - It checks the Request Authenticator (RFC 5176 §2.3) and, when present, the
+#     Message-Authenticator (computed over 16 zero octets in the authenticator field,
+#     RFC 5176 §3.1); a packet failing either is dropped unanswered. An ACK therefore proves
+#     that both were right.
+#   - Disconnect-Request and CoA-Request both run through `recv-coa`. Its result decides
+#     the answer: ok, updated, noop or notfound give Disconnect-ACK; reject, fail, invalid,
+#     userlock give Disconnect-NAK. `recv-coa` here writes one line per packet to
+#     DIR/coa.log (linelog `coa_log`: packet type, User-Name, Acct-Session-Id,
+#     Framed-IP-Address, NAS-IP-Address) and then returns `ok`, so every authentic
+#     Disconnect-Request is ACKed (FreeRADIUS has no session to look up; a real NAS would
+#     NAK an unknown one with Error-Cause 503).
+#   - Only the `always` modules (for `ok`) and that linelog instance are enabled; nothing
+#     needs PostgreSQL, so CoA mode requires only the freeradius package.
 set -euo pipefail
 
 usage() {
   echo "usage: freeradius.sh schema" >&2
   echo "       freeradius.sh start DIR ACCT_PORT PGHOST PGPORT PGUSER PGDB SECRET" >&2
+  echo "       freeradius.sh coa DIR PORT SECRET" >&2
   echo "       freeradius.sh stop DIR" >&2
   exit 2
 }
@@ -79,6 +104,25 @@ ensure_installed() {
   [ -x "$BIN" ] && [ -f "$SCHEMA" ]
 }
 
+# CoA mode needs FreeRADIUS itself only (no rlm_sql driver).
+ensure_core_installed() {
+  if [ -x "$BIN" ] && [ -f "$STOCK/mods-available/linelog" ] && [ -f "$STOCK/mods-available/always" ]; then
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "freeradius.sh: need the package freeradius (run as root or install it)" >&2
+    exit 1
+  fi
+  echo "freeradius.sh: installing freeradius" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq freeradius >/dev/null
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet freeradius 2>/dev/null; then
+    systemctl stop freeradius >&2 || true
+  fi
+  [ -x "$BIN" ]
+}
+
 abs_dir() {
   mkdir -p "$1"
   (cd "$1" && pwd)
@@ -96,6 +140,14 @@ check_value() {
 
 write_config() {
   local dir=$1 port=$2 pghost=$3 pgport=$4 pguser=$5 pgdb=$6 secret=$7
+
+  write_base_config "$dir" "$secret" "an accounting server only"
+  write_acct_site "$dir" "$port" "$pghost" "$pgport" "$pguser" "$pgdb"
+}
+
+# radiusd.conf and clients.conf, shared by both modes; ROLE names the mode in the header.
+write_base_config() {
+  local dir=$1 secret=$2 role=$3
   local raddb=$dir/raddb
 
   rm -rf "$raddb"
@@ -103,7 +155,7 @@ write_config() {
   mkdir -p "$dir/run"
 
   cat >"$raddb/radiusd.conf" <<CONF
-# Written by scripts/freeradius.sh: FreeRADIUS as an accounting server only, inside $dir.
+# Written by scripts/freeradius.sh: FreeRADIUS as $role, inside $dir.
 prefix = /usr
 exec_prefix = /usr
 sysconfdir = /etc
@@ -183,6 +235,11 @@ client localhost {
 	nas_type = other
 }
 CONF
+}
+
+write_acct_site() {
+  local dir=$1 port=$2 pghost=$3 pgport=$4 pguser=$5 pgdb=$6
+  local raddb=$dir/raddb
 
   rm -rf "$raddb/sites-enabled"
   mkdir "$raddb/sites-enabled"
@@ -275,6 +332,49 @@ sql {
 CONF
 }
 
+# sites-enabled/ and mods-enabled/ for CoA mode (see the header).
+write_coa_site() {
+  local dir=$1 port=$2
+  local raddb=$dir/raddb
+
+  rm -rf "$raddb/sites-enabled"
+  mkdir "$raddb/sites-enabled"
+  cat >"$raddb/sites-enabled/coa" <<CONF
+# The stock sites-available/coa reduced to: log the packet, answer ACK.
+server coa {
+listen {
+	type = coa
+	ipaddr = 127.0.0.1
+	port = $port
+	limit {
+	}
+}
+
+recv-coa {
+	coa_log
+	ok
+}
+
+send-coa {
+	ok
+}
+}
+CONF
+
+  rm -rf "$raddb/mods-enabled"
+  mkdir "$raddb/mods-enabled"
+  ln -s ../mods-available/always "$raddb/mods-enabled/always"
+  cat >"$raddb/mods-enabled/coa_log" <<CONF
+# One line per CoA/Disconnect packet received, for the test to read.
+linelog coa_log {
+	filename = $dir/coa.log
+	escape_filenames = no
+	permissions = 0600
+	format = "%{Packet-Type} User-Name=%{User-Name} Acct-Session-Id=%{Acct-Session-Id} Framed-IP-Address=%{Framed-IP-Address} NAS-IP-Address=%{NAS-IP-Address}"
+}
+CONF
+}
+
 start() {
   [ $# -eq 7 ] || usage
   local dir port=$2 pghost=$3 pgport=$4 pguser=$5 pgdb=$6 secret=$7
@@ -287,11 +387,43 @@ start() {
     ;;
   esac
 
+  refuse_if_running "$dir"
+  write_config "$dir" "$port" "$pghost" "$pgport" "$pguser" "$pgdb" "$secret"
+  launch "$dir"
+}
+
+# CoA mode: see the header.
+coa() {
+  [ $# -eq 3 ] || usage
+  local dir port=$2 secret=$3
+  ensure_core_installed
+  dir=$(abs_dir "$1")
+  for v in port secret; do check_value "$v" "${!v}"; done
+  case "$port" in *[!0-9]*)
+    echo "freeradius.sh: ports must be numbers" >&2
+    exit 2
+    ;;
+  esac
+
+  refuse_if_running "$dir"
+  write_base_config "$dir" "$secret" "an RFC 5176 CoA/Disconnect receiver only"
+  write_coa_site "$dir" "$port"
+  (umask 077 && : >"$dir/coa.log")
+  launch "$dir"
+}
+
+refuse_if_running() {
+  local dir=$1
   if [ -f "$dir/freeradius.pid" ] && kill -0 "$(cat "$dir/freeradius.pid")" 2>/dev/null; then
     echo "freeradius.sh: already running in $dir (pid $(cat "$dir/freeradius.pid"))" >&2
     exit 1
   fi
-  write_config "$dir" "$port" "$pghost" "$pgport" "$pguser" "$pgdb" "$secret"
+}
+
+# Check the configuration in DIR/raddb, start FreeRADIUS on it in the background and wait
+# until it is ready; prints its PID.
+launch() {
+  local dir=$1
   # Check the configuration first: a clear error instead of a server that never gets ready.
   if ! "$BIN" -C -d "$dir/raddb" >"$dir/check.log" 2>&1; then
     echo "freeradius.sh: configuration check failed:" >&2
@@ -354,6 +486,7 @@ case "$cmd" in
     echo "$SCHEMA"
     ;;
   start) start "$@" ;;
+  coa) coa "$@" ;;
   stop) stop "$@" ;;
   *) usage ;;
 esac

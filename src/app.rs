@@ -182,6 +182,7 @@ impl Server {
             disconnector: Arc::new(crate::coa::Disconnector::new(
                 store.clone(),
                 Arc::clone(&dictionary),
+                Arc::clone(&closer),
             )),
             closer,
             streams: CancellationToken::new(),

@@ -2,8 +2,9 @@
 //!
 //! Disconnect-Request to the NAS (RFC 5176), RouterOS API as fallback, 503 `NAS unreachable`
 //! when both fail. On a confirmation radacctd writes the stop itself at once (Admin-Reset,
-//! last known counters) through the writer, so the index, the count and the live stream
-//! show it immediately; the NAS's own Stop later completes the row. Idempotent: a session
+//! last known counters) through the writer — inside the shared attempt, see
+//! `coa::Disconnector` — so the index, the count and the live stream show it by the time
+//! the response is sent; the NAS's own Stop later completes the row. Idempotent: a session
 //! already closed answers `already_closed`. Every attempt goes to the audit log.
 
 use axum::Json;
@@ -17,7 +18,6 @@ use super::error::ApiError;
 use super::scope::Scope;
 use super::sessions::find;
 use crate::coa::Method;
-use crate::sessions::Record;
 use crate::sessions::store::audit::AuditEntry;
 
 pub async fn disconnect(
@@ -67,22 +67,6 @@ pub async fn disconnect(
             } else {
                 "api_removed".into()
             };
-            // Write the stop now; if the store cannot take it, the NAS's own Stop (or the
-            // sweeper) still closes the row, and the client's disconnect did happen.
-            if !joined {
-                let now = chrono::Utc::now().timestamp();
-                let record = Record::admin_reset(&session, now);
-                if !state
-                    .closer
-                    .submit(record, std::time::Duration::from_secs(5))
-                    .await
-                {
-                    tracing::warn!(
-                        radacctid = session.radacctid,
-                        "disconnect confirmed but the Admin-Reset stop could not be written yet"
-                    );
-                }
-            }
             audit(&state, &entry).await;
             Ok(Json(json!({
                 "success": true,

@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use crate::config::NasConfig;
 use crate::metrics as m;
 use crate::radius::Dictionary;
-use crate::sessions::{Session, Store};
+use crate::sessions::writer::Closer;
+use crate::sessions::{Record, Session, Store};
 
 /// How a disconnect ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +55,21 @@ pub struct Attempt {
 pub struct Disconnector {
     store: Store,
     dictionary: Arc<Dictionary>,
+    /// Writes the Admin-Reset stop of a confirmed disconnect. Done inside the shared
+    /// attempt, before single-flight ends, so a request arriving meanwhile cannot find the
+    /// session still open and send a second Disconnect-Request (which the NAS would NAK).
+    closer: Arc<dyn Closer>,
     pub coa_timeout: Duration,
     pub api_timeout: Duration,
     inflight: DashMap<i64, watch::Receiver<Option<Attempt>>>,
 }
 
 impl Disconnector {
-    pub fn new(store: Store, dictionary: Arc<Dictionary>) -> Self {
+    pub fn new(store: Store, dictionary: Arc<Dictionary>, closer: Arc<dyn Closer>) -> Self {
         Disconnector {
             store,
             dictionary,
+            closer,
             coa_timeout: Duration::from_secs(3),
             api_timeout: Duration::from_secs(5),
             inflight: DashMap::new(),
@@ -86,6 +92,17 @@ impl Disconnector {
                 tokio::spawn(async move {
                     let attempt = this.attempt(&session).await;
                     m::disconnect(attempt.method.as_str(), attempt.tried);
+                    if matches!(attempt.method, Method::Coa | Method::Api) {
+                        // If the store cannot take it now, the NAS's own Stop (or the
+                        // sweeper) still closes the row; the disconnect itself happened.
+                        let record = Record::admin_reset(&session, chrono::Utc::now().timestamp());
+                        if !this.closer.submit(record, Duration::from_secs(5)).await {
+                            tracing::warn!(
+                                radacctid = session.radacctid,
+                                "disconnect confirmed but the Admin-Reset stop could not be written yet"
+                            );
+                        }
+                    }
                     let _ = tx.send(Some(attempt));
                     this.inflight.remove(&id);
                 });

@@ -38,3 +38,9 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+
+# The Debian package and its unit file: in CI always, elsewhere on request (it needs
+# cargo-deb, which this installs from crates.io if missing).
+if [ "${CI:-}" = "true" ] || [ "${RADACCTD_TEST_PACKAGE:-}" = "1" ]; then
+  bash scripts/check-packaging.sh
+fi

@@ -55,6 +55,16 @@ pub enum Command {
         #[arg(long)]
         now: bool,
     },
+    /// Bulk-import subscribers from a CSV file with the header `username,reseller_id`.
+    Subscribers {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// Bulk-import resellers from a CSV file with the header `id,parent_id,name`.
+    Resellers {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Print a signed JWT for the Sessions API (HS256 with the configured secret).
     Token(TokenArgs),
     /// Manage NAS clients in the database.
@@ -74,6 +84,15 @@ pub enum NasCommand {
     Remove {
         /// Name (shortname) or IP address.
         name_or_ip: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Insert or update every row of the file in one transaction (all or nothing).
+    Import {
+        /// The CSV file (`-` for standard input).
+        file: PathBuf,
     },
 }
 
@@ -189,6 +208,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::Subscribers {
+            command: ImportCommand::Import { file },
+        } => import(&config, &file, false).await,
+        Command::Resellers {
+            command: ImportCommand::Import { file },
+        } => import(&config, &file, true).await,
         Command::Token(args) => {
             println!("{}", token(&config, args)?);
             Ok(())
@@ -251,6 +276,27 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
             nas.name, nas.ip, nas.coa_port
         );
     }
+    Ok(())
+}
+
+async fn import(config: &Config, file: &std::path::Path, resellers: bool) -> anyhow::Result<()> {
+    let csv = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let store = Store::connect(&config.database).await?;
+    store.migrate().await?;
+    let result = if resellers {
+        crate::api::admin::import_resellers_csv(&store, &csv).await
+    } else {
+        crate::api::admin::import_subscribers_csv(&store, &csv).await
+    };
+    store.close().await;
+    let n = result.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    println!("imported {n}");
     Ok(())
 }
 

@@ -224,6 +224,45 @@ fn archive_now_runs_the_archiver_once() {
 }
 
 #[test]
+fn resellers_and_subscribers_import_from_csv_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/i.db", dir.path().display());
+    std::fs::write(
+        dir.path().join("r.csv"),
+        "id,parent_id,name\n2,1,child\n1,,top\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("s.csv"),
+        "username,reseller_id\nann,1\nbob,2\ncat,\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.csv"),
+        "username,reseller_id\nann,1\nzed,77\n",
+    )
+    .unwrap();
+    let out = run(
+        dir.path(),
+        &["--database-url", &db, "resellers", "import", "r.csv"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("imported 2"), "{}", text(&out));
+    let out = run(
+        dir.path(),
+        &["--database-url", &db, "subscribers", "import", "s.csv"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("imported 3"), "{}", text(&out));
+    let bad = run(
+        dir.path(),
+        &["--database-url", &db, "subscribers", "import", "bad.csv"],
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("line 3"), "{}", text(&bad));
+}
+
+#[test]
 fn migrate_creates_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/m.db", dir.path().display());

@@ -65,9 +65,12 @@ impl StoreError {
     }
 }
 
-/// PostgreSQL SQLSTATE class 22 (data exception) is about the values, not the server.
+/// PostgreSQL SQLSTATE class 22 (data exception) is about the values, and class 42 (syntax
+/// error or access rule violation: undefined column, bad cast) about the statement — not
+/// about the server's health; retrying cannot help, and hiding them as "unavailable" would
+/// hide bugs.
 fn is_data_error(code: Option<&str>) -> bool {
-    code.is_some_and(|c| c.starts_with("22"))
+    code.is_some_and(|c| c.starts_with("22") || c.starts_with("42"))
 }
 
 /// What one committed batch writes: each touched row once, in its final state for the

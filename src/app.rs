@@ -187,6 +187,9 @@ impl Server {
             closer,
             streams: CancellationToken::new(),
             stream_tasks: tokio_util::task::TaskTracker::new(),
+            export_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.http.max_concurrent_exports,
+            )),
         };
         let app = api::router(api_state.clone());
         let http_shutdown = http_stop.clone();

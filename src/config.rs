@@ -111,6 +111,7 @@ pub struct HttpSection {
     pub listen: Option<String>,
     pub rate_limit_per_minute: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub max_concurrent_exports: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,6 +265,9 @@ pub struct HttpConfig {
     pub rate_limit_per_minute: u32,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (reverse proxies).
     pub trusted_proxies: Vec<IpNet>,
+    /// CSV exports streaming at once; each holds a database connection for its whole
+    /// duration, so the excess gets 429 instead of starving ingest and the API.
+    pub max_concurrent_exports: usize,
 }
 
 /// JWT verification settings (the key itself is `Config::jwt_secret` or the public key).
@@ -500,7 +504,16 @@ impl Config {
         let http_config = HttpConfig {
             rate_limit_per_minute: http.rate_limit_per_minute.unwrap_or(300),
             trusted_proxies,
+            max_concurrent_exports: http.max_concurrent_exports.unwrap_or(2),
         };
+        if http_config.max_concurrent_exports == 0
+            || http_config.max_concurrent_exports as u32 >= database.max_connections
+        {
+            return Err(invalid(
+                "http.max_concurrent_exports",
+                "must be at least 1 and less than database.max_connections",
+            ));
+        }
         let algorithm = match auth.jwt_algorithm.as_deref() {
             None | Some("HS256") => JwtAlgorithm::Hs256,
             Some("RS256") => JwtAlgorithm::Rs256,

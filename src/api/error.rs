@@ -28,6 +28,9 @@ pub enum ApiError {
     TooManyRows,
     #[error("rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
+    /// 429: every export slot is streaming.
+    #[error("too many concurrent exports, try again later")]
+    TooManyExports,
     #[error("{0}")]
     Unavailable(&'static str),
     /// 500: the detail is logged, the client sees a generic message.
@@ -47,7 +50,9 @@ impl ApiError {
             ApiError::Denied(_) | ApiError::OutOfScope => StatusCode::FORBIDDEN,
             ApiError::SessionNotFound | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooManyRows => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyExports => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +91,11 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, v);
                 }
+            }
+            ApiError::TooManyExports => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
             }
             ApiError::Unauthorized(_) => {
                 response

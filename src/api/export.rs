@@ -276,6 +276,8 @@ enum Rows {
 
 /// The state of a download between two chunks.
 struct Export {
+    /// The export slot, released when the body is done or dropped (client gone).
+    _permit: tokio::sync::OwnedSemaphorePermit,
     rows: Rows,
     columns: Vec<Column>,
     /// The header row, until the first chunk takes it.
@@ -350,6 +352,11 @@ pub async fn export(
         Some(_) => return Err(ApiError::bad("invalid format, must be csv")),
     }
     let columns = parse_columns(params.get("columns"))?;
+    // Held until the body is finished or dropped: an export occupies a database
+    // connection for its whole download.
+    let permit = Arc::clone(&state.export_slots)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyExports)?;
     let scope = Scope::of(&caller, &state.store).await?;
 
     // Counted first so that 413 is an ordinary error response, not a truncated download.
@@ -392,7 +399,7 @@ pub async fn export(
             ),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        Body::from_stream(chunks(rows, columns)),
+        Body::from_stream(chunks(rows, columns, permit)),
     )
         .into_response())
 }
@@ -402,8 +409,10 @@ pub async fn export(
 fn chunks(
     rows: Rows,
     columns: Vec<Column>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let export = Export {
+        _permit: permit,
         header: Some(header_row(&columns)),
         rows,
         columns,
@@ -532,7 +541,10 @@ mod tests {
 
     async fn collect(rows: Rows) -> Vec<Result<Bytes, std::io::Error>> {
         use futures_util::StreamExt;
-        chunks(rows, vec![Column::RadAcctId, Column::UserName])
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        chunks(rows, vec![Column::RadAcctId, Column::UserName], permit)
             .collect()
             .await
     }

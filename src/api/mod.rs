@@ -51,6 +51,8 @@ pub struct AppState {
     pub streams: tokio_util::sync::CancellationToken,
     /// Live-stream connections, so shutdown can wait for their goodbyes.
     pub stream_tasks: tokio_util::task::TaskTracker,
+    /// One permit per CSV export allowed to stream at once (`http.max_concurrent_exports`).
+    pub export_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Tunables of the API that tests shrink.

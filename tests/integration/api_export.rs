@@ -832,3 +832,45 @@ async fn database_failure_mid_export_cuts_the_download_short() {
     h.server.stop().await;
     eprintln!("stopped {:?} after the kill", killed_at.elapsed());
 }
+
+/// Exports hold a database connection for their whole download, so only
+/// `http.max_concurrent_exports` stream at once; the excess gets 429 with Retry-After, and
+/// a finished or abandoned export frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_exports_beyond_the_cap_get_429() {
+    use tower::ServiceExt;
+    let h = Harness::start(Backend::Sqlite).await;
+    h.client.send(&Acct::start("cap", "1").at(now() - 5)).await;
+    let mut state: AppState = h.server.api.clone();
+    state.export_slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    state.limiter = std::sync::Arc::new(radacctd::api::ratelimit::RateLimiter::new(0, vec![]));
+    let router = radacctd::api::router(state);
+    let request = || {
+        axum::http::Request::get("/api/sessions/export?status=all")
+            .header("authorization", format!("Bearer {}", admin_token()))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    // The first export's body is not read yet: it still holds the slot.
+    let first = router.clone().oneshot(request()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = router.clone().oneshot(request()).await.unwrap();
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "10");
+    let body = http_body_util::BodyExt::collect(second.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v,
+        json!({"success": false, "message": "too many concurrent exports, try again later"})
+    );
+    // Other endpoints are not affected meanwhile.
+    let (code, _) = api_json(&h, "/api/sessions/count", Some(&admin_token())).await;
+    assert_eq!(code, 200);
+    drop(first);
+    let third = router.clone().oneshot(request()).await.unwrap();
+    assert_eq!(third.status(), 200, "an abandoned export frees its slot");
+    h.server.stop().await;
+}

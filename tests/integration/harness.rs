@@ -126,7 +126,7 @@ pub fn config(db: &TestDb, extra_toml: &str) -> Config {
     let toml = format!(
         "[database]\nurl = \"{url}\"\nmax_connections = 4\n\
          [radius]\nlisten = \"127.0.0.1:0\"\ndefault_client = false\nnas_reload_secs = 1\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_exports = 3\n\
          [auth]\njwt_secret = \"{JWT_SECRET}\"\n\
          [writer]\nshutdown_grace_secs = 5\nretry_max_backoff_ms = 200\n\
          [[nas]]\nname = \"bng1\"\nip = \"{NAS_IP}\"\nsecret = \"{SECRET}\"\n{extra_toml}",

@@ -122,14 +122,21 @@ fn unique_suffix() -> String {
 }
 
 /// The configuration tests run with: both listeners on port 0, one NAS on 127.0.0.1.
+/// `extra_toml` is appended; if it has its own `[writer]` section, it replaces the default
+/// one (TOML cannot reopen a table).
 pub fn config(db: &TestDb, extra_toml: &str) -> Config {
+    let writer = if extra_toml.contains("[writer]") {
+        ""
+    } else {
+        "[writer]\nshutdown_grace_secs = 5\nretry_max_backoff_ms = 200\n"
+    };
     let toml = format!(
         "[database]\nurl = \"{url}\"\nmax_connections = 4\n\
          [radius]\nlisten = \"127.0.0.1:0\"\ndefault_client = false\nnas_reload_secs = 1\n\
          [http]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_exports = 3\n\
          [auth]\njwt_secret = \"{JWT_SECRET}\"\n\
-         [writer]\nshutdown_grace_secs = 5\nretry_max_backoff_ms = 200\n\
-         [[nas]]\nname = \"bng1\"\nip = \"{NAS_IP}\"\nsecret = \"{SECRET}\"\n{extra_toml}",
+         {writer}{extra_toml}\n\
+         [[nas]]\nname = \"bng1\"\nip = \"{NAS_IP}\"\nsecret = \"{SECRET}\"\n",
         url = db.url
     );
     let file = FileConfig::parse(Path::new("test.toml"), &toml).unwrap();

@@ -330,3 +330,109 @@ async fn shutdown_commits_and_answers_everything_accepted(b: Backend) {
         .await
     );
 }
+
+/// More packets than the server can take: it sheds load by not answering (the queue is
+/// bounded), acknowledges nothing it has not committed, keeps the API responsive, and
+/// recovers by itself; everything a NAS retransmits ends up recorded exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_sheds_packets_unanswered_and_recovers() {
+    let h = Harness::start_with(
+        Backend::Sqlite,
+        "[writer]\nmax_batch = 16\nqueue_capacity = 64\n",
+    )
+    .await;
+    let (_, before) = h.http_get("/metrics").await;
+    let t0 = now() - 100;
+    let packets: Vec<Vec<u8>> = (0..1500)
+        .map(|i| {
+            Acct::start(&format!("o{i}"), &format!("{i}"))
+                .at(t0)
+                .encode((i % 256) as u8, SECRET)
+        })
+        .collect();
+    // The store is stuck: nothing can be committed, so nothing may be answered.
+    let lock = WriteLock::take(&h.db).await;
+    for p in &packets {
+        h.client
+            .socket
+            .send_to(p, h.server.radius_addr)
+            .await
+            .unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let early = tokio::time::timeout(
+        Duration::from_millis(500),
+        h.client.socket.recv_from(&mut buf),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "an answer was sent while nothing could be committed"
+    );
+    // The API answers while ingest is saturated.
+    let started = std::time::Instant::now();
+    let (code, v) = crate::harness::api_json(
+        &h,
+        "/api/sessions/count",
+        Some(&crate::harness::admin_token()),
+    )
+    .await;
+    assert_eq!((code, v["count"].as_i64()), (200, Some(0)));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "API blocked by ingest"
+    );
+    let (_, during) = h.http_get("/metrics").await;
+    let shed = metric(
+        &during,
+        "radacctd_packets_dropped_total{reason=\"queue_full\"}",
+    ) - metric(
+        &before,
+        "radacctd_packets_dropped_total{reason=\"queue_full\"}",
+    );
+    assert!(
+        shed >= 1000.0,
+        "only {shed} packets shed with a queue of 64"
+    );
+    lock.release().await;
+    // Like NASes, retransmit until answered: every packet gets in eventually.
+    let client = &h.client;
+    let mut missing: Vec<&Vec<u8>> = packets.iter().collect();
+    for _round in 0..30 {
+        if missing.is_empty() {
+            break;
+        }
+        let mut still = Vec::new();
+        for chunk in missing.chunks(50) {
+            for p in chunk {
+                client
+                    .socket
+                    .send_to(p, h.server.radius_addr)
+                    .await
+                    .unwrap();
+            }
+            for p in chunk {
+                if client
+                    .recv_for(p, Duration::from_millis(300))
+                    .await
+                    .is_none()
+                {
+                    still.push(*p);
+                }
+            }
+        }
+        missing = still;
+    }
+    assert!(
+        missing.is_empty(),
+        "{} packets never answered after the overload",
+        missing.len()
+    );
+    assert_eq!(h.scalar("SELECT COUNT(*) FROM radacct").await, 1500);
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events").await,
+        1500,
+        "each applied once"
+    );
+    h.server.stop().await;
+}

@@ -337,7 +337,7 @@ fn token(config: &Config, a: TokenArgs) -> anyhow::Result<String> {
         permissions,
         exp: now + ttl,
         iat: Some(now),
-        aud: config.auth.audience.clone(),
+        aud: config.auth.audience.clone().map(Into::into),
         iss: config.auth.issuer.clone(),
     };
     Ok(mint_hs256(secret, &claims)?)

@@ -24,6 +24,8 @@ use super::error::ApiError;
 use crate::config::{Config, JwtAlgorithm};
 
 pub const SESSIONS_VIEW: &str = "sessions.view";
+/// Clock skew allowed on `exp` between the panel and this server.
+pub const LEEWAY_SECS: u64 = 30;
 pub const SESSIONS_VIEW_ALL: &str = "sessions.view_all";
 pub const SUBSCRIBERS_DISCONNECT: &str = "subscribers.disconnect";
 
@@ -59,10 +61,30 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// One audience or several (RFC 7519 §4.1.3 allows both); checked by the verifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<&str> for Audience {
+    fn from(s: &str) -> Self {
+        Audience::One(s.to_owned())
+    }
+}
+
+impl From<String> for Audience {
+    fn from(s: String) -> Self {
+        Audience::One(s)
+    }
 }
 
 /// The authenticated caller of a request.
@@ -146,7 +168,7 @@ impl Verifier {
             }
         };
         let mut validation = Validation::new(algorithm);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp"]);
         match &config.auth.audience {
             Some(aud) => {
@@ -292,6 +314,16 @@ mod tests {
         assert!(v.verify(&mint_hs256("k3y", &c).unwrap()).is_ok());
         c.aud = Some("other".into());
         assert!(v.verify(&mint_hs256("k3y", &c).unwrap()).is_err());
+    }
+
+    #[test]
+    fn an_audience_list_is_accepted() {
+        let v = verifier("audience = \"radacctd\"\n");
+        let mut c = claims(Role::Admin);
+        c.aud = Some(Audience::Many(vec!["panel".into(), "radacctd".into()]));
+        assert!(v.verify(&mint_hs256("k3y", &c).unwrap()).is_ok());
+        let v = verifier("");
+        assert!(v.verify(&mint_hs256("k3y", &c).unwrap()).is_ok(), "no audience configured");
     }
 
     #[test]

@@ -385,8 +385,9 @@ pub async fn export(
         }
     };
 
+    let source = if list.archive { "archive-" } else { "" };
     let filename = format!(
-        "attachment; filename=\"sessions-{status}-{}.csv\"",
+        "attachment; filename=\"sessions-{source}{status}-{}.csv\"",
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
     );
     let disposition = HeaderValue::from_str(&filename)

@@ -142,6 +142,11 @@ fn filter_params() -> Vec<Value> {
             "Sort direction.",
             json!({ "type": "string", "enum": ["asc", "desc"], "default": "desc" }),
         ),
+        query(
+            "source",
+            "live (radacct, the default) or archive: closed sessions the archiver moved to radacct_archive. With archive, status defaults to closed and active is refused (400).",
+            json!({ "type": "string", "enum": ["live", "archive"], "default": "live" }),
+        ),
     ]
 }
 

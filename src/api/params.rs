@@ -55,7 +55,7 @@ pub struct ListParams {
 
 impl ListParams {
     pub fn parse(p: &Params) -> Result<ListParams, ApiError> {
-        let archive = match p.get("source") {
+        let archive = match p.get("source").map(str::to_ascii_lowercase).as_deref() {
             None | Some("live") => false,
             Some("archive") => true,
             Some(_) => return Err(ApiError::bad("invalid source, must be live/archive")),
@@ -115,7 +115,7 @@ impl ListParams {
         {
             return Err(ApiError::bad("invalid range, from must not be after to"));
         }
-        let sort = match p.get("sort") {
+        let sort = match p.get("sort").map(str::to_ascii_lowercase).as_deref() {
             None => SortKey::StartTime,
             Some("acctstarttime") => SortKey::StartTime,
             Some("acctinputoctets") => SortKey::InputOctets,

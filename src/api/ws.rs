@@ -351,6 +351,9 @@ async fn read_loop(
 
 /// Resolves when a token with this `exp` stops being valid.
 async fn expiry(exp: u64) {
+    // The same leeway the HTTP verifier allows, so a token accepted for the upgrade is not
+    // cut off the moment the stream opens.
+    let exp = exp.saturating_add(crate::api::auth::LEEWAY_SECS);
     let left = Duration::from_secs(exp.saturating_sub(now_secs()));
     match Instant::now().checked_add(left) {
         Some(at) => tokio::time::sleep_until(at).await,

@@ -11,7 +11,8 @@ pub struct AuditEntry {
     pub username: Option<String>,
     pub nas_id: Option<i64>,
     pub nasipaddress: Option<String>,
-    /// What was tried: `coa`, `coa+api`, or empty when nothing was sent.
+    /// What was tried: `coa`, `coa+api`, `none` when nothing could be sent (the NAS is
+    /// not configured), or absent for `already_closed`.
     pub method: Option<String>,
     /// `coa_ack`, `api_removed`, `failed`, `already_closed`, `no_nas`.
     pub result: String,

@@ -7,6 +7,7 @@ mod api_sessions;
 mod api_stats;
 mod api_ws;
 mod cli;
+mod crash;
 mod disconnect;
 mod engine;
 mod freeradius;

@@ -178,6 +178,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), flags)?;
     crate::telemetry::init(&config.log_filter, config.log_format).map_err(anyhow::Error::msg)?;
 
+    if let Some(path) = &cli.config {
+        warn_if_exposed(path, &config);
+    }
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate => {
@@ -219,6 +222,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Nas { command } => nas(config, command).await,
+    }
+}
+
+/// A config file holding secrets (NAS secrets, the JWT key, RouterOS passwords, a database
+/// password) should not be readable by every local user: say so at start, once.
+fn warn_if_exposed(path: &std::path::Path, config: &Config) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let holds_secrets = !config.nas.is_empty()
+            || config.jwt_secret.is_some()
+            || redact_url(&config.database.url) != config.database.url;
+        if let Ok(meta) = std::fs::metadata(path)
+            && holds_secrets
+            && meta.permissions().mode() & 0o004 != 0
+        {
+            tracing::warn!(
+                file = %path.display(),
+                "the configuration file holds secrets and is readable by every user; \
+                 chmod o-r it (the Debian package installs it root:radacctd 0640)"
+            );
+        }
     }
 }
 

@@ -323,7 +323,10 @@ mod tests {
         c.aud = Some(Audience::Many(vec!["panel".into(), "radacctd".into()]));
         assert!(v.verify(&mint_hs256("k3y", &c).unwrap()).is_ok());
         let v = verifier("");
-        assert!(v.verify(&mint_hs256("k3y", &c).unwrap()).is_ok(), "no audience configured");
+        assert!(
+            v.verify(&mint_hs256("k3y", &c).unwrap()).is_ok(),
+            "no audience configured"
+        );
     }
 
     #[test]

@@ -599,3 +599,70 @@ async fn sessions_from_radclient_appear_over_real_http_and_the_rate_limit_applie
     assert_eq!(r.status(), 200);
     h.server.stop().await;
 }
+
+/// Hostile HTTP clients: connections that never finish their headers do not block others,
+/// and oversized query strings are refused cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_and_oversized_queries_do_not_hurt_the_api() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start(Backend::Sqlite).await;
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        let mut s = tokio::net::TcpStream::connect(h.server.http_addr)
+            .await
+            .unwrap();
+        s.write_all(b"GET /api/sessions HTTP/1.1\r\nHost: x\r\nAuthor")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let r = client
+        .get(format!("http://{}/api/sessions/count", h.server.http_addr))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "blocked by stalled clients"
+    );
+    let long = "x".repeat(300);
+    let r = client
+        .get(format!(
+            "http://{}/api/sessions?search={long}",
+            h.server.http_addr
+        ))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["message"],
+        "invalid search, must be at most 253 characters"
+    );
+    let huge = "y".repeat(200_000);
+    let r = client
+        .get(format!(
+            "http://{}/api/sessions?foo={huge}",
+            h.server.http_addr
+        ))
+        .bearer_auth(admin_token())
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let r = client
+        .get(format!("http://{}/healthz", h.server.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "still serving");
+    drop(stalled);
+    h.server.stop().await;
+}

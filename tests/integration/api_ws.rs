@@ -699,7 +699,11 @@ async fn the_stream_ends_when_the_token_expires() {
     // `exp` 28 s ago: still inside the 30 s leeway the upgrade allows, so the stream opens
     // and must end about 2 s later, when the leeway runs out too.
     let leeway = radacctd::api::auth::LEEWAY_SECS;
-    let mut ws = watch(h.server.http_addr, &token_expiring_at(unix_now() + 2 - leeway)).await;
+    let mut ws = watch(
+        h.server.http_addr,
+        &token_expiring_at(unix_now() + 2 - leeway),
+    )
+    .await;
     let opened = Instant::now();
     assert_eq!(
         next_json(&mut ws, Duration::from_secs(4)).await,

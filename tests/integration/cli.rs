@@ -121,6 +121,33 @@ fn unknown_config_key_is_an_error_naming_it() {
 }
 
 #[test]
+fn a_world_readable_config_with_secrets_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[[nas]]\nname = \"bng1\"\nip = \"10.0.0.1\"\nsecret = \"s\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(dir.path(), &["--config", "c.toml", "check-config"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out).contains("readable by every user"),
+        "{}",
+        text(&out)
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = run(dir.path(), &["--config", "c.toml", "check-config"]);
+    assert!(
+        !text(&out).contains("readable by every user"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn check_config_validates_and_hides_secrets() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

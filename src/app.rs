@@ -192,6 +192,23 @@ impl Server {
             )),
         };
         let app = api::router(api_state.clone());
+        let metrics_task = match config.http.metrics_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+                let app = api::metrics_router(api_state.clone());
+                let stop = http_stop.clone();
+                Some(tokio::spawn(async move {
+                    let serve = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { stop.cancelled().await });
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "metrics listener failed");
+                    }
+                }))
+            }
+            None => None,
+        };
         let http_shutdown = http_stop.clone();
         let http_task = tokio::spawn(async move {
             let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -223,6 +240,9 @@ impl Server {
             while job_tasks.join_next().await.is_some() {}
             http_stop.cancel();
             let _ = http_task.await;
+            if let Some(t) = metrics_task {
+                let _ = t.await;
+            }
             supervisor_store.close().await;
             tracing::info!("shutdown complete");
         });

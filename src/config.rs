@@ -112,6 +112,7 @@ pub struct HttpSection {
     pub rate_limit_per_minute: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_concurrent_exports: Option<usize>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +269,8 @@ pub struct HttpConfig {
     /// CSV exports streaming at once; each holds a database connection for its whole
     /// duration, so the excess gets 429 instead of starving ingest and the API.
     pub max_concurrent_exports: usize,
+    /// A separate address serving only `/metrics` (it is also on the API listener).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// JWT verification settings (the key itself is `Config::jwt_secret` or the public key).
@@ -505,6 +508,11 @@ impl Config {
             rate_limit_per_minute: http.rate_limit_per_minute.unwrap_or(300),
             trusted_proxies,
             max_concurrent_exports: http.max_concurrent_exports.unwrap_or(2),
+            metrics_listen: http
+                .metrics_listen
+                .filter(|s| !s.is_empty())
+                .map(|s| parse_addr("http.metrics_listen", &s))
+                .transpose()?,
         };
         if http_config.max_concurrent_exports == 0
             || http_config.max_concurrent_exports as u32 >= database.max_connections

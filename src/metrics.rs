@@ -19,6 +19,7 @@ pub const COMMIT_BATCH_SIZE: &str = "radacctd_commit_batch_size";
 pub const COMMIT_SECONDS: &str = "radacctd_commit_duration_seconds";
 pub const WRITER_QUEUE_DEPTH: &str = "radacctd_writer_queue_depth";
 pub const OPEN_SESSIONS: &str = "radacctd_open_sessions";
+pub const OPEN_SESSIONS_BY_NAS: &str = "radacctd_open_sessions_by_nas";
 pub const STORE_ERRORS: &str = "radacctd_store_errors_total";
 pub const CLOCK_SKEW: &str = "radacctd_nas_clock_skew_total";
 pub const STATUS_SERVER: &str = "radacctd_status_server_total";
@@ -79,6 +80,10 @@ fn describe() {
     describe_histogram!(COMMIT_SECONDS, "Time to apply and commit one batch");
     describe_gauge!(WRITER_QUEUE_DEPTH, "Records waiting for the writer");
     describe_gauge!(OPEN_SESSIONS, "Open sessions in the index");
+    describe_gauge!(
+        OPEN_SESSIONS_BY_NAS,
+        "Open sessions per NAS short name (nas.shortname)"
+    );
     describe_counter!(
         STORE_ERRORS,
         "Failed store transactions, by kind (transient, refused)"
@@ -157,4 +162,9 @@ pub fn sweeper(closed: u64) {
 
 pub fn archived(n: u64) {
     counter!(ARCHIVED).increment(n);
+}
+
+/// `nas` is the operator-configured short name: a closed set, never a session attribute.
+pub fn open_sessions_by_nas(nas: String, n: usize) {
+    gauge!(OPEN_SESSIONS_BY_NAS, "nas" => nas).set(n as f64);
 }

@@ -90,6 +90,11 @@ async fn counters_move_by_exactly_the_traffic_sent() {
     );
     assert_eq!(value(&after, "radacctd_open_sessions"), 2.0);
     assert_eq!(
+        value(&after, "radacctd_open_sessions_by_nas{nas=\"bng1\"}"),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
         delta("radacctd_api_requests_total{route=\"/api/sessions/{id}\",status=\"404\"}"),
         1.0,
         "{after}"
@@ -105,4 +110,24 @@ async fn counters_move_by_exactly_the_traffic_sent() {
         );
     }
     h.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_also_be_served_on_their_own_listener() {
+    let db = harness::TestDb::new(Backend::Sqlite).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = harness::config(&db, "");
+    config.http.metrics_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let server = radacctd::app::Server::start(config).await.unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (status, body) = harness::http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("radacctd_open_sessions"), "{body}");
+    let (status, _) = harness::http_get(addr, "/api/sessions").await;
+    assert_eq!(status, 404, "only /metrics on the metrics listener");
+    server.stop().await;
 }

@@ -76,6 +76,14 @@ impl Default for Limits {
     }
 }
 
+/// A router with only `/metrics`, for `http.metrics_listen` (a separate scrape port).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/sessions", get(sessions::list))
@@ -160,8 +168,26 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The Prometheus scrape. Open sessions per NAS are counted from the index here, at scrape
+/// time, rather than on every packet.
+pub async fn metrics(State(state): State<AppState>) -> Response {
     crate::metrics::open_sessions(state.index.len());
+    let mut per_nas: std::collections::HashMap<Option<i64>, usize> =
+        std::collections::HashMap::new();
+    for s in state.index.snapshot() {
+        *per_nas.entry(s.nas_id).or_default() += 1;
+    }
+    match state.store.nas_list().await {
+        Ok(rows) => {
+            for r in &rows {
+                let n = per_nas.remove(&Some(r.id)).unwrap_or(0);
+                crate::metrics::open_sessions_by_nas(r.config.name.clone(), n);
+            }
+            // Sessions whose NAS is no longer configured (or the default client).
+            crate::metrics::open_sessions_by_nas("unknown".to_owned(), per_nas.values().sum());
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read NAS names for the per-NAS gauge"),
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

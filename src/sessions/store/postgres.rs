@@ -32,6 +32,10 @@ const ENSURE_INDEXES: &[(&str, &str)] = &[
     ("radacct_framedip", "ON radacct (framedipaddress)"),
     ("radacct_callingstation", "ON radacct (callingstationid)"),
     ("radacct_nas_id", "ON radacct (nas_id, acctstarttime)"),
+    // The API's other sort columns, so a sorted page of closed sessions is an index walk.
+    ("radacct_inputoctets", "ON radacct (acctinputoctets)"),
+    ("radacct_outputoctets", "ON radacct (acctoutputoctets)"),
+    ("radacct_sessiontime", "ON radacct (acctsessiontime)"),
 ];
 
 pub(crate) const ROW_SOURCE: &str = "SELECT radacctid, acctuniqueid, sessionkey, nas_id, username, \

@@ -26,6 +26,10 @@ const ENSURE_INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS radacct_framedip ON radacct(framedipaddress)",
     "CREATE INDEX IF NOT EXISTS radacct_callingstation ON radacct(callingstationid)",
     "CREATE INDEX IF NOT EXISTS radacct_nas_id ON radacct(nas_id, acctstarttime)",
+    // The API's other sort columns, so a sorted page of closed sessions is an index walk.
+    "CREATE INDEX IF NOT EXISTS radacct_inputoctets ON radacct(acctinputoctets)",
+    "CREATE INDEX IF NOT EXISTS radacct_outputoctets ON radacct(acctoutputoctets)",
+    "CREATE INDEX IF NOT EXISTS radacct_sessiontime ON radacct(acctsessiontime)",
 ];
 
 /// Column expressions that present a row the way `SELECT_COLUMNS` names them.

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Side-by-side ingest comparison: FreeRADIUS 3.2 (Debian package, rlm_sql) and radacctd
+# doing accounting into the same PostgreSQL, on the same machine, under the same load
+# (DESIGN.md §9), plus radacctd into SQLite. Prints one table and the ratio.
+#
+#   scripts/compare-freeradius.sh
+#
+# Environment (all optional):
+#   SESSIONS=5000 INTERIMS=2 WINDOW=64   the loadgen command used for every server
+#   WORK=/tmp/...                        work directory (default: a new mktemp -d, removed
+#                                        at the end unless KEEP=1)
+#   CARGO_TARGET_DIR                     honoured for the release build
+#
+# What it does:
+#   1. cargo build --release --bins (radacctd and loadgen);
+#   2. a throwaway PostgreSQL (scripts/pg-cluster.sh) with two databases, fr and rad, both
+#      created from the stock FreeRADIUS schema (scripts/freeradius.sh schema);
+#   3. FreeRADIUS (scripts/freeradius.sh start: rlm_sql → fr, installs the Debian packages
+#      freeradius and freeradius-postgresql if missing) and radacctd (→ rad; one [[nas]]
+#      127.0.0.1 with the secret, default_client = false, jobs off) on different ports;
+#      radacctd then a second time on a fresh SQLite file (sqlite_synchronous = full);
+#   4. the same loadgen command against each, one after the other (never concurrently, so
+#      that each server has the 2 cores to itself apart from loadgen), and a table of
+#      packets/s, p50, p99, lost answers, retransmissions, plus the radacctd/FreeRADIUS
+#      ratio on PostgreSQL. Also prints radacctd's commit batch histogram from /metrics.
+# FreeRADIUS into SQLite is not run (scripts/freeradius.sh configures rlm_sql for
+# PostgreSQL only).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SESSIONS=${SESSIONS:-5000}
+INTERIMS=${INTERIMS:-2}
+WINDOW=${WINDOW:-64}
+SECRET=testing123
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=${WORK:-$(mktemp -d /tmp/compare-freeradius.XXXXXX)}
+mkdir -p "$WORK"
+chmod 755 "$WORK"
+
+free_port() {
+  python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
+}
+
+RAD_PID=
+cleanup() {
+  [ -n "$RAD_PID" ] && kill "$RAD_PID" 2>/dev/null && wait "$RAD_PID" 2>/dev/null || true
+  "$ROOT/scripts/freeradius.sh" stop "$WORK/fr" >/dev/null 2>&1 || true
+  "$ROOT/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1 || true
+  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
+}
+trap cleanup EXIT
+
+echo "== build" >&2
+(cd "$ROOT" && cargo build --release --bins -q)
+RADACCTD=$TARGET/release/radacctd
+LOADGEN=$TARGET/release/loadgen
+
+echo "== PostgreSQL" >&2
+PGURL=$("$ROOT/scripts/pg-cluster.sh" start "$WORK/pg")
+PGPORT=${PGURL##*:}
+PGPORT=${PGPORT%%/*}
+SCHEMA=$("$ROOT/scripts/freeradius.sh" schema)
+for db in fr rad; do
+  psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -c "CREATE DATABASE $db" >/dev/null
+  psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d "$db" -v ON_ERROR_STOP=1 -f "$SCHEMA" >/dev/null
+done
+
+LOADGEN_ARGS=(--secret "$SECRET" --sessions "$SESSIONS" --interims "$INTERIMS" --window "$WINDOW")
+declare -A RESULT
+
+# run_load NAME ADDR: runs loadgen, keeps its output in $WORK/NAME.loadgen.
+run_load() {
+  local name=$1 addr=$2
+  echo "== load: $name ($LOADGEN --server $addr ${LOADGEN_ARGS[*]})" >&2
+  "$LOADGEN" --server "$addr" "${LOADGEN_ARGS[@]}" --prefix "$name" | tee "$WORK/$name.loadgen" >&2
+  local out=$WORK/$name.loadgen
+  RESULT[$name.pps]=$(awk '/^throughput/ {print $2}' "$out")
+  RESULT[$name.p50]=$(awk '/^latency/ {print $3}' "$out")
+  RESULT[$name.p99]=$(awk '/^latency/ {print $6}' "$out")
+  RESULT[$name.lost]=$(awk '/^lost answers/ {print $3}' "$out")
+  RESULT[$name.retx]=$(awk '/^retransmissions/ {print $2}' "$out")
+  RESULT[$name.answered]=$(awk '/^packets answered/ {print $3}' "$out")
+}
+
+# start_radacctd NAME DATABASE_URL: starts radacctd, waits for /readyz.
+start_radacctd() {
+  local name=$1 url=$2
+  RAD_UDP=$(free_port udp)
+  RAD_HTTP=$(free_port tcp)
+  cat >"$WORK/$name.toml" <<EOF
+[database]
+max_connections = 8
+sqlite_synchronous = "full"
+
+[radius]
+recv_buffer_bytes = 8388608
+default_client = false
+
+[jobs]
+sweeper = false
+archiver = false
+
+[log]
+filter = "info"
+
+[[nas]]
+name = "bench"
+ip = "127.0.0.1"
+secret = "$SECRET"
+EOF
+  RADACCTD_DATABASE_URL=$url "$RADACCTD" --config "$WORK/$name.toml" serve \
+    --radius-listen "127.0.0.1:$RAD_UDP" --http-listen "127.0.0.1:$RAD_HTTP" \
+    >"$WORK/$name.log" 2>&1 &
+  RAD_PID=$!
+  for _ in $(seq 1 300); do
+    if curl -fsS "http://127.0.0.1:$RAD_HTTP/readyz" >/dev/null 2>&1; then return 0; fi
+    if ! kill -0 "$RAD_PID" 2>/dev/null; then
+      echo "radacctd ($name) exited:" >&2
+      cat "$WORK/$name.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "radacctd ($name) not ready after 30 s" >&2
+  exit 1
+}
+
+stop_radacctd() {
+  local name=$1
+  curl -fsS "http://127.0.0.1:$RAD_HTTP/metrics" >"$WORK/$name.metrics" 2>/dev/null || true
+  kill "$RAD_PID"
+  wait "$RAD_PID" 2>/dev/null || true
+  RAD_PID=
+}
+
+# 1. FreeRADIUS → PostgreSQL (db fr)
+FR_PORT=$(free_port udp)
+echo "== FreeRADIUS on 127.0.0.1:$FR_PORT" >&2
+"$ROOT/scripts/freeradius.sh" start "$WORK/fr" "$FR_PORT" 127.0.0.1 "$PGPORT" postgres fr "$SECRET" >/dev/null
+run_load freeradius-pg "127.0.0.1:$FR_PORT"
+"$ROOT/scripts/freeradius.sh" stop "$WORK/fr" >/dev/null
+
+# 2. radacctd → PostgreSQL (db rad)
+start_radacctd radacctd-pg "postgres://postgres@127.0.0.1:$PGPORT/rad"
+run_load radacctd-pg "127.0.0.1:$RAD_UDP"
+stop_radacctd radacctd-pg
+
+# 3. radacctd → SQLite
+start_radacctd radacctd-sqlite "sqlite://$WORK/rad.db"
+run_load radacctd-sqlite "127.0.0.1:$RAD_UDP"
+stop_radacctd radacctd-sqlite
+
+rows() {
+  psql -At -h 127.0.0.1 -p "$PGPORT" -U postgres -d "$1" -c \
+    "SELECT count(*) || ' rows, ' || count(*) FILTER (WHERE acctstoptime IS NULL) || ' open' FROM radacct"
+}
+
+echo
+echo "loadgen: ${LOADGEN_ARGS[*]}   ($(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+printf '%-28s %10s %10s %10s %8s %8s\n' server "packets/s" "p50 ms" "p99 ms" lost retx
+for name in freeradius-pg radacctd-pg radacctd-sqlite; do
+  printf '%-28s %10s %10s %10s %8s %8s\n' "$name" "${RESULT[$name.pps]}" \
+    "${RESULT[$name.p50]}" "${RESULT[$name.p99]}" "${RESULT[$name.lost]}" "${RESULT[$name.retx]}"
+done
+awk -v a="${RESULT[radacctd-pg.pps]}" -v b="${RESULT[freeradius-pg.pps]}" \
+  'BEGIN { if (b > 0) printf "ratio radacctd/FreeRADIUS on PostgreSQL: %.2fx\n", a / b }'
+echo "database fr (FreeRADIUS):  $(rows fr)"
+echo "database rad (radacctd):   $(rows rad)"
+echo "SQLite (radacctd):         $(sqlite3 "$WORK/rad.db" "SELECT count(*) || ' rows, ' || sum(acctstoptime IS NULL) || ' open' FROM radacct")"
+for name in radacctd-pg radacctd-sqlite; do
+  echo "-- $name: commit batches (radacctd_commit_batch_size / radacctd_commit_duration_seconds)"
+  grep -E '^radacctd_commit_(batch_size|duration_seconds)_(sum|count)' "$WORK/$name.metrics" || true
+done

@@ -69,7 +69,11 @@ impl Sweeper {
     }
 
     pub async fn run(self, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
+        // The first sweep waits a full threshold after start: after an outage every open
+        // row looks stale, and the NASes need time to send their next Interim-Update
+        // before the sweeper may judge them.
+        let first = self.stale_after.max(self.interval);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -28,7 +28,12 @@ for path in ./usr/bin/radacctd ./usr/lib/systemd/system/radacctd.service \
     exit 1
   fi
 done
-dpkg-deb -I "$out/radacctd.deb" | grep -q "Depends:.*adduser"
+# Capture first: `dpkg-deb -I | grep -q` dies of SIGPIPE under pipefail when grep exits early.
+info=$(dpkg-deb -I "$out/radacctd.deb")
+if ! grep -q "Depends:.*adduser" <<<"$info"; then
+  echo "check-packaging: the package does not depend on adduser" >&2
+  exit 1
+fi
 
 root="$out/root"
 dpkg-deb -x "$out/radacctd.deb" "$root"

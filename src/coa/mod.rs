@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod routeros;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

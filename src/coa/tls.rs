@@ -1,8 +1,3 @@
-//! NOT YET WIRED IN (issue 5): this module is not declared in `coa/mod.rs` and not compiled.
-//! Wiring it needs the `rustls`/`tokio-rustls` (ring) and `sha2` dependencies, `rcgen` for
-//! its tests, `api_tls` / `api_tls_fingerprint` NAS settings and columns, and the
-//! Disconnector branch; see the session's closing note on issue 5.
-//!
 //! RouterOS API over TLS ("API-SSL", TCP 8729), authenticated by a pinned certificate.
 //!
 //! The plain API (TCP 8728) sends the router's admin password in clear text, so anyone

@@ -56,6 +56,7 @@ impl Server {
 
         let clients = Arc::new(Clients::default());
         load_clients(&store, &clients, config.radius.default_client).await?;
+        warn_unpinned_api_tls(&store).await;
 
         let index = Arc::new(Index::new());
         let engine = Engine::new(
@@ -304,6 +305,25 @@ async fn load_clients(
     }
     clients.replace(map);
     Ok(())
+}
+
+/// Once at start: a NAS whose RouterOS API-SSL certificate is not pinned can be
+/// impersonated by an active man in the middle, who would receive the API password.
+async fn warn_unpinned_api_tls(store: &Store) {
+    let Ok(rows) = store.nas_list().await else {
+        return;
+    };
+    for r in rows {
+        let c = &r.config;
+        if c.api_tls && c.api_tls_fingerprint.is_none() && c.api_password.is_some() {
+            tracing::warn!(
+                nas = %c.name,
+                "RouterOS API-SSL without api_tls_fingerprint: the router's certificate is not \
+                 verified; pin it (radacctd nas add --api-tls-fingerprint) so the API password \
+                 cannot be taken by an impostor"
+            );
+        }
+    }
 }
 
 /// Pick up `radacctd nas add/remove` made while running.

@@ -132,8 +132,16 @@ pub struct NasAdd {
     pub api_user: Option<String>,
     #[arg(long)]
     pub api_password: Option<String>,
-    #[arg(long, default_value_t = config::DEFAULT_API_PORT)]
-    pub api_port: u16,
+    /// RouterOS API port; default 8728, or 8729 with --api-tls.
+    #[arg(long)]
+    pub api_port: Option<u16>,
+    /// Use RouterOS API-SSL (TLS) for the disconnect fallback.
+    #[arg(long)]
+    pub api_tls: bool,
+    /// SHA-256 fingerprint of the router's API certificate (implies --api-tls); only that
+    /// certificate is then accepted.
+    #[arg(long)]
+    pub api_tls_fingerprint: Option<String>,
     #[arg(long)]
     pub description: Option<String>,
 }
@@ -296,8 +304,22 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
         }
     );
     for nas in &config.nas {
+        let api = match (&nas.api_user, nas.api_tls, &nas.api_tls_fingerprint) {
+            (None, ..) => String::new(),
+            (Some(_), false, _) => format!(" api={}:{} (plain)", nas.ip, nas.api_port),
+            (Some(_), true, None) => format!(
+                " api={}:{} (tls, certificate NOT pinned: set api_tls_fingerprint)",
+                nas.ip, nas.api_port
+            ),
+            (Some(_), true, Some(pin)) => format!(
+                " api={}:{} (tls, pinned {})",
+                nas.ip,
+                nas.api_port,
+                crate::coa::tls::format_fingerprint(pin)
+            ),
+        };
         println!(
-            "nas {} {} coa_port={} secret=<hidden>",
+            "nas {} {} coa_port={} secret=<hidden>{api}",
             nas.name, nas.ip, nas.coa_port
         );
     }
@@ -409,6 +431,16 @@ async fn nas(config: Config, command: NasCommand) -> anyhow::Result<()> {
             if a.secret.is_empty() {
                 anyhow::bail!("--secret must not be empty");
             }
+            let (api_tls, api_tls_fingerprint) =
+                config::nas_api_tls(a.api_tls.then_some(true), a.api_tls_fingerprint.as_deref())
+                    .map_err(|(field, why)| {
+                        anyhow::anyhow!("--{}: {why}", field.replace('_', "-"))
+                    })?;
+            let api_port = a.api_port.unwrap_or(if api_tls {
+                config::DEFAULT_API_TLS_PORT
+            } else {
+                config::DEFAULT_API_PORT
+            });
             let id = store
                 .nas_upsert(&NasConfig {
                     name: a.name.clone(),
@@ -417,7 +449,9 @@ async fn nas(config: Config, command: NasCommand) -> anyhow::Result<()> {
                     coa_port: a.coa_port,
                     api_user: a.api_user,
                     api_password: a.api_password,
-                    api_port: a.api_port,
+                    api_port,
+                    api_tls,
+                    api_tls_fingerprint,
                     description: a.description,
                 })
                 .await
@@ -433,7 +467,16 @@ async fn nas(config: Config, command: NasCommand) -> anyhow::Result<()> {
             );
             for r in rows {
                 let api = match &r.config.api_user {
-                    Some(u) => format!("{u}@:{}", r.config.api_port),
+                    Some(u) => {
+                        let tls = match (r.config.api_tls, r.config.api_tls_fingerprint) {
+                            (false, _) => String::new(),
+                            (true, None) => " tls (certificate not pinned)".to_owned(),
+                            (true, Some(pin)) => {
+                                format!(" tls pinned {}", crate::coa::tls::format_fingerprint(&pin))
+                            }
+                        };
+                        format!("{u}@:{}{tls}", r.config.api_port)
+                    }
                     None => "-".to_owned(),
                 };
                 println!(

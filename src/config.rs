@@ -142,6 +142,8 @@ pub struct NasSection {
     pub api_user: Option<String>,
     pub api_password: Option<String>,
     pub api_port: Option<u16>,
+    pub api_tls: Option<bool>,
+    pub api_tls_fingerprint: Option<String>,
     pub description: Option<String>,
 }
 
@@ -337,6 +339,11 @@ pub struct NasConfig {
     pub api_user: Option<String>,
     pub api_password: Option<String>,
     pub api_port: u16,
+    /// RouterOS API-SSL (TLS) instead of the plain API.
+    pub api_tls: bool,
+    /// SHA-256 of the router's API certificate; with `api_tls`, only that certificate
+    /// is accepted. Without it the TLS peer is not authenticated (see `coa::tls`).
+    pub api_tls_fingerprint: Option<[u8; 32]>,
     pub description: Option<String>,
 }
 
@@ -350,12 +357,47 @@ impl std::fmt::Debug for NasConfig {
             .field("coa_port", &self.coa_port)
             .field("api_user", &self.api_user)
             .field("api_port", &self.api_port)
+            .field("api_tls", &self.api_tls)
+            .field(
+                "api_tls_fingerprint",
+                &self
+                    .api_tls_fingerprint
+                    .as_ref()
+                    .map(crate::coa::tls::format_fingerprint),
+            )
             .finish()
     }
 }
 
 pub const DEFAULT_COA_PORT: u16 = 1700;
 pub const DEFAULT_API_PORT: u16 = 8728;
+pub const DEFAULT_API_TLS_PORT: u16 = crate::coa::tls::DEFAULT_API_SSL_PORT;
+
+/// `(api_tls, api_tls_fingerprint)` of one NAS, or the offending key and why not.
+pub type ApiTlsSettings = Result<(bool, Option<[u8; 32]>), (&'static str, String)>;
+
+/// Resolves the RouterOS API transport settings of one NAS: a fingerprint implies TLS,
+/// and TLS moves the default port to 8729. `Err` carries the offending key and why.
+pub fn nas_api_tls(api_tls: Option<bool>, fingerprint: Option<&str>) -> ApiTlsSettings {
+    let pin = match fingerprint.map(str::trim).filter(|f| !f.is_empty()) {
+        None => None,
+        Some(f) => Some(
+            crate::coa::tls::parse_fingerprint(f).ok_or((
+                "api_tls_fingerprint",
+                "must be a SHA-256 fingerprint: 64 hex digits, colons allowed \
+             (`/certificate print detail` or `openssl x509 -noout -fingerprint -sha256`)"
+                    .to_owned(),
+            ))?,
+        ),
+    };
+    match (api_tls, pin) {
+        (Some(false), Some(_)) => Err((
+            "api_tls_fingerprint",
+            "is set but api_tls = false; a pinned certificate needs api_tls = true".to_owned(),
+        )),
+        (tls, pin) => Ok((tls.unwrap_or(pin.is_some()), pin)),
+    }
+}
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -617,6 +659,14 @@ impl Config {
             if nas_out.iter().any(|o: &NasConfig| o.ip == ip) {
                 return Err(invalid(&key("ip"), format!("{ip} is listed twice")));
             }
+            let (api_tls, api_tls_fingerprint) =
+                nas_api_tls(n.api_tls, n.api_tls_fingerprint.as_deref())
+                    .map_err(|(field, why)| invalid(&key(field), why))?;
+            let default_api_port = if api_tls {
+                DEFAULT_API_TLS_PORT
+            } else {
+                DEFAULT_API_PORT
+            };
             nas_out.push(NasConfig {
                 name: n.name,
                 ip,
@@ -624,7 +674,9 @@ impl Config {
                 coa_port: n.coa_port.unwrap_or(DEFAULT_COA_PORT),
                 api_user: n.api_user,
                 api_password: n.api_password,
-                api_port: n.api_port.unwrap_or(DEFAULT_API_PORT),
+                api_port: n.api_port.unwrap_or(default_api_port),
+                api_tls,
+                api_tls_fingerprint,
                 description: n.description,
             });
         }
@@ -791,5 +843,55 @@ mod tests {
         let dbg = format!("{:?}", c.nas[0]);
         assert!(!dbg.contains("s3cr3t") && !dbg.contains("pw\""), "{dbg}");
         assert_eq!(c.nas[0].coa_port, DEFAULT_COA_PORT);
+        assert!(!c.nas[0].api_tls);
+        assert_eq!(c.nas[0].api_port, DEFAULT_API_PORT);
+    }
+
+    const NAS: &str = "[[nas]]\nname = \"bng1\"\nip = \"10.0.0.1\"\nsecret = \"s\"\n";
+    const PIN: &str = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:\
+                       AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
+
+    #[test]
+    fn api_tls_moves_the_default_port_and_a_fingerprint_implies_it() {
+        let c = parse(&format!("{NAS}api_tls = true")).unwrap();
+        assert!(c.nas[0].api_tls);
+        assert_eq!(c.nas[0].api_port, 8729);
+        assert_eq!(c.nas[0].api_tls_fingerprint, None);
+
+        let c = parse(&format!("{NAS}api_tls_fingerprint = \"{PIN}\"")).unwrap();
+        assert!(c.nas[0].api_tls, "a pin means TLS");
+        assert_eq!(c.nas[0].api_port, 8729);
+        let pin = c.nas[0].api_tls_fingerprint.unwrap();
+        assert_eq!(
+            crate::coa::tls::format_fingerprint(&pin),
+            PIN.replace(' ', "")
+        );
+        // The fingerprint is public, and shown so the operator can compare it.
+        assert!(format!("{:?}", c.nas[0]).contains("AB:CD:EF"));
+
+        let c = parse(&format!("{NAS}api_tls = true\napi_port = 18729")).unwrap();
+        assert_eq!(c.nas[0].api_port, 18729);
+    }
+
+    #[test]
+    fn bad_api_tls_settings_name_the_key() {
+        let err = parse(&format!("{NAS}api_tls_fingerprint = \"12:34\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nas[0].api_tls_fingerprint"), "{err}");
+        assert!(err.contains("64 hex digits"), "{err}");
+
+        let err = parse(&format!(
+            "{NAS}api_tls = false\napi_tls_fingerprint = \"{PIN}\""
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nas[0].api_tls_fingerprint"), "{err}");
+        assert!(err.contains("api_tls = true"), "{err}");
+
+        let err = parse(&format!("{NAS}api_tls = \"yes\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api_tls"), "{err}");
     }
 }

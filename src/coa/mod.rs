@@ -203,23 +203,43 @@ impl Disconnector {
             };
         };
         let api_addr = SocketAddr::new(nas.ip, nas.api_port);
-        let api = routeros::disconnect_ppp(
-            api_addr,
-            user,
-            password,
-            &f.username,
-            Some(&f.acctsessionid),
-            self.api_timeout,
-        );
-        let api = tokio::time::timeout(self.api_timeout * 3, api).await;
+        // One transport or the other; the API conversation after connecting is the same.
+        let (api, transport) = if nas.api_tls {
+            let api = tls::disconnect_ppp(
+                api_addr,
+                nas.api_tls_fingerprint,
+                user,
+                password,
+                &f.username,
+                Some(&f.acctsessionid),
+                self.api_timeout,
+            );
+            (
+                tokio::time::timeout(self.api_timeout * 3, api).await,
+                "RouterOS API-SSL",
+            )
+        } else {
+            let api = routeros::disconnect_ppp(
+                api_addr,
+                user,
+                password,
+                &f.username,
+                Some(&f.acctsessionid),
+                self.api_timeout,
+            );
+            (
+                tokio::time::timeout(self.api_timeout * 3, api).await,
+                "RouterOS API",
+            )
+        };
         let (method, api_detail) = match api {
-            Ok(Ok(n)) if n > 0 => (Method::Api, format!("RouterOS API removed {n} session(s)")),
+            Ok(Ok(n)) if n > 0 => (Method::Api, format!("{transport} removed {n} session(s)")),
             Ok(Ok(_)) => (
                 Method::Unreachable,
-                "RouterOS API: no such active session".to_owned(),
+                format!("{transport}: no such active session"),
             ),
-            Ok(Err(e)) => (Method::Unreachable, format!("RouterOS API: {e}")),
-            Err(_) => (Method::Unreachable, "RouterOS API: timed out".to_owned()),
+            Ok(Err(e)) => (Method::Unreachable, format!("{transport}: {e}")),
+            Err(_) => (Method::Unreachable, format!("{transport}: timed out")),
         };
         Attempt {
             method,

@@ -1,21 +1,27 @@
-//! RouterOS API over TLS ("API-SSL", TCP 8729), authenticated by a pinned certificate.
+//! RouterOS API over TLS ("API-SSL", TCP 8729), optionally with a pinned certificate.
 //!
 //! The plain API (TCP 8728) sends the router's admin password in clear text, so anyone
-//! on the path between radacctd and the BNG can capture it. API-SSL fixes that only if
-//! the client knows it is talking to the real router. RouterOS API-SSL certificates are
-//! almost always self-signed (created with `/certificate add ... sign`), so verifying
-//! them against a CA store would simply fail; instead the operator pins the SHA-256
-//! fingerprint of the router's certificate (`api_tls_fingerprint`), and the handshake
-//! succeeds only if the certificate the router presents has exactly that fingerprint.
+//! on the path between radacctd and the BNG can capture it. API-SSL encrypts the
+//! conversation. RouterOS API-SSL certificates are almost always self-signed (created
+//! with `/certificate add ... sign`), so verifying them against a CA store would simply
+//! fail; instead the operator pins the SHA-256 fingerprint of the router's certificate
+//! (`api_tls_fingerprint`), and the handshake succeeds only if the certificate the router
+//! presents has exactly that fingerprint.
 //!
-//! Without a pin, [`connect`] refuses rather than falling back to unauthenticated TLS:
-//! an unverified handshake is encrypted to whoever answers, so it would hand the admin
-//! credentials to a man in the middle while looking secure in the config.
+//! The pin is optional, as RouterOS deployments commonly run api-ssl without one. Without
+//! it any certificate is accepted: the conversation is still encrypted against passive
+//! capture, but an active man in the middle could impersonate the router and receive the
+//! API password. radacctd warns about each such NAS at start (`check-config` shows it
+//! too), and the documentation recommends the pin.
 //!
 //! The fingerprint is taken on the router (`/certificate print detail` shows it as
 //! `fingerprint=`) or with `openssl x509 -noout -fingerprint -sha256`; [`parse_fingerprint`]
 //! accepts both spellings. Do not copy it from a mismatch error of this module: that
 //! value is whatever the peer presented, which is exactly what the pin must not trust.
+//!
+//! RouterOS without a certificate on the api-ssl service offers only anonymous
+//! Diffie-Hellman suites, which rustls (rightly) does not implement: such a router must
+//! be given a certificate (`/ip service set api-ssl certificate=...`).
 //!
 //! Once connected, the stream is handed to [`routeros::disconnect_ppp_on`], so the API
 //! conversation is the same code as over plain TCP.
@@ -43,13 +49,6 @@ pub const DEFAULT_API_SSL_PORT: u16 = 8729;
 /// Why a TLS connection to the RouterOS API could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// No certificate fingerprint is configured for this NAS; nothing was sent.
-    #[error(
-        "RouterOS API-SSL needs api_tls_fingerprint (the SHA-256 fingerprint of the \
-         router's API certificate); refusing unauthenticated TLS, which would expose the \
-         API password to anyone on the path"
-    )]
-    NoPin,
     /// TCP connect plus TLS handshake did not finish within the timeout.
     #[error("RouterOS API-SSL connection to {0} timed out")]
     Timeout(SocketAddr),
@@ -73,7 +72,7 @@ impl From<TlsError> for routeros::Error {
         match e {
             TlsError::Timeout(_) => routeros::Error::Timeout,
             // Nothing reached the router: a configuration problem, not an I/O one.
-            TlsError::NoPin | TlsError::Config(_) => routeros::Error::InvalidInput(e.to_string()),
+            TlsError::Config(_) => routeros::Error::InvalidInput(e.to_string()),
             TlsError::Connect { .. } | TlsError::Handshake { .. } => {
                 routeros::Error::Io(io::Error::other(e.to_string()))
             }
@@ -149,7 +148,8 @@ struct PinMismatch {
     presented: String,
 }
 
-/// Accepts exactly one certificate, identified by the SHA-256 of its DER encoding.
+/// With a pin, accepts exactly one certificate, identified by the SHA-256 of its DER
+/// encoding; without one, accepts any certificate (see the module documentation).
 ///
 /// Chain, validity dates and names are deliberately not checked: the pin is the whole
 /// trust decision (a self-signed RouterOS certificate has no chain, its dates are often
@@ -159,7 +159,7 @@ struct PinMismatch {
 /// public certificate.
 #[derive(Debug)]
 struct PinnedCertVerifier {
-    pin: [u8; 32],
+    pin: Option<[u8; 32]>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -172,10 +172,13 @@ impl ServerCertVerifier for PinnedCertVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let presented: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
         // The fingerprint of a public certificate is not secret, so a plain comparison
         // leaks nothing worth a constant-time one.
-        if presented == self.pin {
+        if presented == pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
@@ -221,8 +224,9 @@ impl ServerCertVerifier for PinnedCertVerifier {
     }
 }
 
-/// Client configuration that trusts only the certificate with SHA-256 `pin`.
-fn client_config(pin: [u8; 32]) -> Result<ClientConfig, TlsError> {
+/// Client configuration that trusts only the certificate with SHA-256 `pin`, or any
+/// certificate when there is no pin.
+fn client_config(pin: Option<[u8; 32]>) -> Result<ClientConfig, TlsError> {
     // The ring provider is named explicitly rather than taken from a process default,
     // so nothing else in the binary (or a missing default) can change what is used here.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -240,17 +244,15 @@ fn client_config(pin: [u8; 32]) -> Result<ClientConfig, TlsError> {
 }
 
 /// Opens a TLS connection to a RouterOS `api-ssl` service at `addr`, accepting only the
-/// certificate whose SHA-256 fingerprint is `pin_sha256`.
+/// certificate whose SHA-256 fingerprint is `pin_sha256` (any certificate for `None`).
 ///
-/// `None` is refused with [`TlsError::NoPin`] before any connection is made. TCP connect
-/// and handshake together must finish within `timeout`.
+/// TCP connect and handshake together must finish within `timeout`.
 pub async fn connect(
     addr: SocketAddr,
     pin_sha256: Option<[u8; 32]>,
     timeout: Duration,
 ) -> Result<TlsStream<TcpStream>, TlsError> {
-    let pin = pin_sha256.ok_or(TlsError::NoPin)?;
-    let connector = TlsConnector::from(Arc::new(client_config(pin)?));
+    let connector = TlsConnector::from(Arc::new(client_config(pin_sha256)?));
     // An IP address as server name: rustls sends no SNI for it (RouterOS needs none),
     // and the pinning verifier ignores names anyway.
     let server_name = ServerName::from(addr.ip());
@@ -274,8 +276,7 @@ pub async fn connect(
 /// [`routeros::disconnect_ppp`] over API-SSL: connect with [`connect`], then run the same
 /// API conversation via [`routeros::disconnect_ppp_on`].
 ///
-/// Errors are mapped into [`routeros::Error`] so callers handle both transports alike;
-/// a missing pin becomes [`routeros::Error::InvalidInput`] (nothing was sent).
+/// Errors are mapped into [`routeros::Error`] so callers handle both transports alike.
 pub async fn disconnect_ppp(
     addr: SocketAddr,
     pin_sha256: Option<[u8; 32]>,
@@ -322,14 +323,13 @@ mod tests {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
             certified.signing_key.serialize_der(),
         ));
-        let config = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert_der], key)
-        .unwrap();
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert_der], key)
+                .unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -429,18 +429,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_pin_is_refused_without_connecting() {
+    async fn without_a_pin_any_certificate_is_accepted_and_the_conversation_runs() {
         let srv = server().await;
-        let err = connect(srv.addr, None, TIMEOUT).await.unwrap_err();
-        assert!(matches!(err, TlsError::NoPin), "{err:?}");
-        assert!(err.to_string().contains("api_tls_fingerprint"));
-        let mapped = disconnect_ppp(srv.addr, None, "admin", "secret", "bob", None, TIMEOUT)
+        let removed = disconnect_ppp(srv.addr, None, "admin", "secret", "bob", None, TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        srv.task.await.unwrap();
+        assert_eq!(srv.received.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_plain_tcp_peer_fails_the_handshake_within_the_timeout() {
+        // A plain-API service (or anything not speaking TLS) on the configured port:
+        // the handshake must fail or time out, never hang past the timeout.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = tcp.read(&mut buf).await;
+            // Answer the ClientHello with a RouterOS API sentence instead of TLS.
+            let _ = tcp
+                .write_all(&encode_sentence(&["!fatal", "=message=not tls"]))
+                .await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let started = std::time::Instant::now();
+        let err = connect(addr, None, Duration::from_millis(800))
             .await
             .unwrap_err();
-        assert!(matches!(mapped, routeros::Error::InvalidInput(_)), "{mapped:?}");
-        // Nobody connected: the server is still waiting in accept().
-        assert!(!srv.task.is_finished());
-        srv.task.abort();
+        assert!(
+            matches!(err, TlsError::Handshake { .. } | TlsError::Timeout(_)),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        peer.abort();
     }
 
     #[test]

@@ -239,6 +239,79 @@ fn nas_add_list_remove_manage_the_nas_table() {
     assert!(!missing.status.success());
 }
 
+/// `nas add --api-tls-fingerprint` stores TLS with the pin (port 8729 by default), `nas
+/// list` and `check-config` show the transport and the pin but never the password, and a
+/// malformed fingerprint is refused with the flag named.
+#[test]
+fn nas_add_with_api_ssl_stores_the_pinned_certificate() {
+    const PIN: &str = "3a5f0c9e2177b4d86a10e24c935bf1087dc62a99401eb355680df7c2843b6e19";
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let base = [
+        "--database-url",
+        db.as_str(),
+        "nas",
+        "add",
+        "--name",
+        "bng1",
+        "--ip",
+        "10.0.0.1",
+        "--secret",
+        "topsecret",
+        "--api-user",
+        "api",
+        "--api-password",
+        "apipass",
+    ];
+    let add = run(
+        dir.path(),
+        &[&base[..], &["--api-tls-fingerprint", PIN]].concat(),
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    let t = text(&run(dir.path(), &["--database-url", &db, "nas", "list"]));
+    assert!(t.contains("api@:8729 tls pinned 3A:5F:0C:9E"), "{t}");
+    assert!(!t.contains("apipass") && !t.contains("topsecret"), "{t}");
+
+    let unpinned = run(dir.path(), &[&base[..], &["--api-tls"]].concat());
+    assert!(unpinned.status.success(), "{}", text(&unpinned));
+    let t = text(&run(dir.path(), &["--database-url", &db, "nas", "list"]));
+    assert!(t.contains("api@:8729 tls (certificate not pinned)"), "{t}");
+
+    let bad = run(
+        dir.path(),
+        &[&base[..], &["--api-tls-fingerprint", "12:34"]].concat(),
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("--api-tls-fingerprint"),
+        "{}",
+        text(&bad)
+    );
+
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!(
+            "[[nas]]\nname = \"bng1\"\nip = \"10.0.0.1\"\nsecret = \"nassecret\"\n\
+             api_user = \"api\"\napi_password = \"apipass\"\napi_tls_fingerprint = \"{PIN}\"\n\
+             [[nas]]\nname = \"bng2\"\nip = \"10.0.0.2\"\nsecret = \"nassecret\"\n\
+             api_user = \"api\"\napi_password = \"apipass\"\napi_tls = true\n"
+        ),
+    )
+    .unwrap();
+    let out = run(dir.path(), &["--config", "c.toml", "check-config"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("api=10.0.0.1:8729 (tls, pinned 3A:5F:0C:9E"),
+        "{t}"
+    );
+    assert!(
+        t.contains("api=10.0.0.2:8729 (tls, certificate NOT pinned"),
+        "{t}"
+    );
+    assert!(!t.contains("apipass") && !t.contains("nassecret"), "{t}");
+}
+
 #[test]
 fn archive_now_runs_the_archiver_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,7 @@ both_backends!(
     disconnecting_a_closed_session_is_already_closed_every_time,
     errors_follow_the_contract_table,
     a_disconnect_while_the_confirmed_stop_is_being_committed_is_not_sent_again,
+    nak_falls_back_to_routeros_api_ssl_with_the_pinned_certificate,
 );
 
 /// RFC 5176 packet codes and the Error-Cause a NAS sends for a session it does not have.
@@ -522,6 +523,52 @@ impl FakeRouter {
         }
     }
 
+    /// The same router on its `api-ssl` service: TLS with a fresh self-signed certificate
+    /// (as `/certificate add ... sign` makes on RouterOS), whose SHA-256 is returned for
+    /// pinning. A failed handshake ends that connection before any API word is read.
+    async fn start_tls(mode: Ros) -> (FakeRouter, [u8; 32]) {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let certified = rcgen::generate_simple_self_signed(vec!["bng1.example".into()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let pin: [u8; 32] = sha2::Sha256::digest(cert.as_ref()).into();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&commands);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let log = Arc::clone(&log);
+                conns.spawn(async move {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        serve_api(tls, mode, log).await;
+                    }
+                });
+            }
+        });
+        (
+            FakeRouter {
+                port,
+                commands,
+                task,
+            },
+            pin,
+        )
+    }
+
     fn commands(&self) -> Vec<Vec<String>> {
         self.commands.lock().unwrap().clone()
     }
@@ -532,7 +579,7 @@ impl FakeRouter {
 }
 
 async fn serve_api(
-    mut stream: tokio::net::TcpStream,
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     mode: Ros,
     log: Arc<Mutex<Vec<Vec<String>>>>,
 ) {
@@ -645,6 +692,28 @@ async fn configure_nas(h: &Harness, coa_port: u16, api: Option<(u16, &str)>) {
             api_user: api.map(|_| API_USER.to_owned()),
             api_password: api.map(|(_, pw)| pw.to_owned()),
             api_port: api.map_or(DEFAULT_API_PORT, |(port, _)| port),
+            api_tls: false,
+            api_tls_fingerprint: None,
+            description: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// The test NAS with its RouterOS API on API-SSL (TLS) at `api_port`, certificate pinned
+/// to `pin` when given.
+async fn configure_nas_tls(h: &Harness, coa_port: u16, api_port: u16, pin: Option<[u8; 32]>) {
+    h.store()
+        .nas_upsert(&NasConfig {
+            name: "bng1".into(),
+            ip: NAS_IP.parse().unwrap(),
+            secret: SECRET.into(),
+            coa_port,
+            api_user: Some(API_USER.to_owned()),
+            api_password: Some(API_PASSWORD.to_owned()),
+            api_port,
+            api_tls: true,
+            api_tls_fingerprint: pin,
             description: None,
         })
         .await
@@ -1631,4 +1700,103 @@ async fn freeradius_acks_our_disconnect_request() {
     assert!(h.server.index.get_by_id(id).is_none());
     let row = &h.rows().await[0];
     assert_eq!(row.cause.as_deref(), Some("Admin-Reset"));
+}
+
+// ---------------------------------------------------------------------------------------
+// RouterOS API-SSL (TLS, 8729), with and without a pinned certificate.
+// ---------------------------------------------------------------------------------------
+
+/// NAK → the API fallback over TLS to a router whose certificate matches the pin stored in
+/// the `nas` table (so the columns round-trip through both backends): the same API
+/// conversation runs inside TLS, the session is removed and the stop written.
+async fn nak_falls_back_to_routeros_api_ssl_with_the_pinned_certificate(b: Backend) {
+    let h = Harness::start(b).await;
+    let nas = FakeNas::start(Coa::Nak).await;
+    let (router, pin) = FakeRouter::start_tls(Ros::Removes).await;
+    configure_nas_tls(&h, nas.port(), router.port, Some(pin)).await;
+    let stored = h.store().nas_list().await.unwrap();
+    assert!(stored[0].config.api_tls, "{stored:?}");
+    assert_eq!(stored[0].config.api_tls_fingerprint, Some(pin));
+    let (id, _) = open_session(&h, USER).await;
+
+    let (status, body, _) = disconnect(&h, id, &disconnector()).await;
+
+    assert_eq!((status, body), (200, ok("api")));
+    assert_eq!(
+        router.verbs(),
+        ["/login", "/ppp/active/print", "/ppp/active/remove"]
+    );
+    assert!(h.server.index.get_by_id(id).is_none());
+    let row = h
+        .rows()
+        .await
+        .into_iter()
+        .find(|r| r.radacctid == id)
+        .unwrap();
+    assert_eq!(row.cause.as_deref(), Some("Admin-Reset"));
+    let audit = audit_rows(&h).await;
+    assert_attempt(&audit[0], id, "coa+api", "api_removed");
+    let detail = audit[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("RouterOS API-SSL removed 1"), "{detail}");
+    assert_no_secrets(&detail, "audit detail");
+}
+
+/// A router presenting another certificate than the pinned one (a man in the middle, or a
+/// re-generated certificate) fails the handshake: no API word — above all not the
+/// password-bearing `/login` — is sent, nothing is written, and the caller gets 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_ssl_with_a_different_certificate_than_pinned_sends_nothing() {
+    let h = sqlite().await;
+    let nas = FakeNas::start(Coa::Nak).await;
+    let (router, pin) = FakeRouter::start_tls(Ros::Removes).await;
+    let mut other = pin;
+    other[31] ^= 0x01;
+    configure_nas_tls(&h, nas.port(), router.port, Some(other)).await;
+    let (id, _) = open_session(&h, USER).await;
+
+    let (status, body, took) = disconnect(&h, id, &disconnector()).await;
+
+    assert_eq!((status, body), (503, error("NAS unreachable")));
+    assert!(took < NO_WAIT, "a failed handshake must not wait: {took:?}");
+    assert!(router.commands().is_empty(), "{:?}", router.commands());
+    assert!(h.server.index.get_by_id(id).is_some(), "nothing written");
+    let audit = audit_rows(&h).await;
+    assert_attempt(&audit[0], id, "coa+api", "failed");
+    let detail = audit[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("RouterOS API-SSL"), "{detail}");
+    assert!(detail.contains("certificate"), "{detail}");
+}
+
+/// Without a pin the API-SSL fallback still works against a self-signed certificate
+/// (encrypted, peer not authenticated; radacctd warns at start and in check-config).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_ssl_without_a_pin_accepts_the_router_certificate() {
+    let h = sqlite().await;
+    let nas = FakeNas::start(Coa::Nak).await;
+    let (router, _) = FakeRouter::start_tls(Ros::Removes).await;
+    configure_nas_tls(&h, nas.port(), router.port, None).await;
+    let (id, _) = open_session(&h, USER).await;
+
+    let (status, body, _) = disconnect(&h, id, &disconnector()).await;
+
+    assert_eq!((status, body), (200, ok("api")));
+    assert_eq!(router.verbs().len(), 3);
+    assert!(h.server.index.get_by_id(id).is_none());
+}
+
+/// A NAS configured for API-SSL whose port speaks the plain API (TLS not enabled on the
+/// router): the handshake fails fast and the attempt is 503, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_ssl_against_a_plain_api_port_fails_without_hanging() {
+    let h = sqlite().await;
+    let nas = FakeNas::start(Coa::Nak).await;
+    let router = FakeRouter::start(Ros::Removes).await;
+    configure_nas_tls(&h, nas.port(), router.port, None).await;
+    let (id, _) = open_session(&h, USER).await;
+
+    let (status, body, took) = disconnect(&h, id, &disconnector()).await;
+
+    assert_eq!((status, body), (503, error("NAS unreachable")));
+    assert!(took < API_TIMEOUT + SLACK, "{took:?}");
+    assert!(router.commands().is_empty(), "{:?}", router.commands());
 }

@@ -91,6 +91,39 @@ impl Batch {
     }
 }
 
+/// The RouterOS API-SSL columns of a `nas` row, read tolerantly: the row must stay usable
+/// for accounting whatever someone wrote into them by hand. A fingerprint that does not
+/// parse while TLS is on would mean "connect to whoever answers" if ignored, so the API
+/// fallback of that NAS is switched off instead (password dropped) and a warning logged;
+/// the RFC 5176 path is unaffected.
+pub(crate) fn nas_api_tls_columns(
+    nasname: &str,
+    api_tls: Option<bool>,
+    fingerprint: Option<String>,
+    api_password: Option<String>,
+) -> (bool, Option<[u8; 32]>, Option<String>) {
+    let api_tls = api_tls.unwrap_or(false);
+    match fingerprint
+        .as_deref()
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
+        None => (api_tls, None, api_password),
+        Some(f) => match crate::coa::tls::parse_fingerprint(f) {
+            Some(pin) => (api_tls, Some(pin), api_password),
+            None if api_tls => {
+                tracing::warn!(
+                    nas = nasname,
+                    "nas.api_tls_fingerprint is not a SHA-256 fingerprint; the RouterOS API \
+                     fallback is disabled for this NAS until it is fixed (radacctd nas add)"
+                );
+                (api_tls, None, None)
+            }
+            None => (api_tls, None, api_password),
+        },
+    }
+}
+
 /// A NAS client as stored in the `nas` table.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NasRow {
@@ -448,4 +481,27 @@ pub(crate) fn parse_ip(s: Option<Box<str>>) -> Option<IpAddr> {
     let s = s?;
     let s = s.split('/').next().unwrap_or_default();
     s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nas_api_tls_columns;
+
+    #[test]
+    fn hand_edited_api_tls_columns_never_mean_an_unpinned_connection() {
+        let pin = "ab".repeat(32);
+        let pw = || Some("pw".to_owned());
+        // A good pin is parsed; the password stays.
+        let (tls, parsed, p) = nas_api_tls_columns("n", Some(true), Some(pin), pw());
+        assert!(tls && parsed == Some([0xab; 32]) && p.is_some());
+        // A broken pin with TLS on disables the API fallback rather than dropping the pin.
+        let (tls, parsed, p) = nas_api_tls_columns("n", Some(true), Some("junk".into()), pw());
+        assert!(tls && parsed.is_none() && p.is_none());
+        // TLS off: the fingerprint is irrelevant, the plain API keeps working.
+        let (tls, _, p) = nas_api_tls_columns("n", Some(false), Some("junk".into()), pw());
+        assert!(!tls && p.is_some());
+        // NULL columns (a FreeRADIUS-created row): plain API, as before.
+        let (tls, parsed, p) = nas_api_tls_columns("n", None, None, pw());
+        assert!(!tls && parsed.is_none() && p.is_some());
+    }
 }

@@ -510,7 +510,8 @@ impl PgStore {
     pub async fn nas_list(&self) -> Result<Vec<NasRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id::bigint AS id, nasname, shortname, secret, coa_port::bigint AS coa_port, \
-             api_user, api_password, api_port::bigint AS api_port, description FROM nas ORDER BY id",
+             api_user, api_password, api_port::bigint AS api_port, api_tls, api_tls_fingerprint, \
+             description FROM nas ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -529,8 +530,8 @@ impl PgStore {
             Some(id) => {
                 sqlx::query(
                     "UPDATE nas SET shortname = $2, secret = $3, coa_port = $4, api_user = $5, \
-                     api_password = $6, api_port = $7, description = COALESCE($8, description) \
-                     WHERE id = $1",
+                     api_password = $6, api_port = $7, description = COALESCE($8, description), \
+                     api_tls = $9, api_tls_fingerprint = $10 WHERE id = $1",
                 )
                 .bind(id as i32)
                 .bind(&nas.name)
@@ -540,6 +541,12 @@ impl PgStore {
                 .bind(&nas.api_password)
                 .bind(i32::from(nas.api_port))
                 .bind(&nas.description)
+                .bind(nas.api_tls)
+                .bind(
+                    nas.api_tls_fingerprint
+                        .as_ref()
+                        .map(crate::coa::tls::format_fingerprint),
+                )
                 .execute(&mut *tx)
                 .await?;
                 id
@@ -547,8 +554,9 @@ impl PgStore {
             None => {
                 sqlx::query_scalar(
                     "INSERT INTO nas (nasname, shortname, type, secret, coa_port, api_user, \
-                 api_password, api_port, description) VALUES ($1, $2, 'mikrotik', $3, $4, $5, \
-                 $6, $7, COALESCE($8, 'RADIUS Client')) RETURNING id::bigint",
+                 api_password, api_port, description, api_tls, api_tls_fingerprint) VALUES ($1, \
+                 $2, 'mikrotik', $3, $4, $5, $6, $7, COALESCE($8, 'RADIUS Client'), $9, $10) \
+                 RETURNING id::bigint",
                 )
                 .bind(nas.ip.to_string())
                 .bind(&nas.name)
@@ -558,6 +566,12 @@ impl PgStore {
                 .bind(&nas.api_password)
                 .bind(i32::from(nas.api_port))
                 .bind(&nas.description)
+                .bind(nas.api_tls)
+                .bind(
+                    nas.api_tls_fingerprint
+                        .as_ref()
+                        .map(crate::coa::tls::format_fingerprint),
+                )
                 .fetch_one(&mut *tx)
                 .await?
             }
@@ -590,6 +604,12 @@ fn nas_from_row(r: &sqlx::postgres::PgRow) -> Option<NasRow> {
             .unwrap_or(default)
     };
     let name: Option<String> = r.try_get("shortname").ok()?;
+    let (api_tls, api_tls_fingerprint, api_password) = super::nas_api_tls_columns(
+        &nasname,
+        r.try_get("api_tls").ok().flatten(),
+        r.try_get("api_tls_fingerprint").ok().flatten(),
+        r.try_get("api_password").ok().flatten(),
+    );
     Some(NasRow {
         id: r.try_get("id").ok()?,
         config: NasConfig {
@@ -600,8 +620,10 @@ fn nas_from_row(r: &sqlx::postgres::PgRow) -> Option<NasRow> {
             secret: r.try_get("secret").ok()?,
             coa_port: port("coa_port", config::DEFAULT_COA_PORT),
             api_user: r.try_get("api_user").ok().flatten(),
-            api_password: r.try_get("api_password").ok().flatten(),
+            api_password,
             api_port: port("api_port", config::DEFAULT_API_PORT),
+            api_tls,
+            api_tls_fingerprint,
             description: r.try_get("description").ok().flatten(),
         },
     })

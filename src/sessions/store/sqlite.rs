@@ -252,7 +252,7 @@ impl SqliteStore {
     pub async fn nas_list(&self) -> Result<Vec<NasRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, nasname, shortname, secret, coa_port, api_user, api_password, api_port, \
-             description FROM nas ORDER BY id",
+             api_tls, api_tls_fingerprint, description FROM nas ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -270,8 +270,8 @@ impl SqliteStore {
             Some(id) => {
                 sqlx::query(
                     "UPDATE nas SET shortname = ?2, secret = ?3, coa_port = ?4, api_user = ?5, \
-                     api_password = ?6, api_port = ?7, description = COALESCE(?8, description) \
-                     WHERE id = ?1",
+                     api_password = ?6, api_port = ?7, description = COALESCE(?8, description), \
+                     api_tls = ?9, api_tls_fingerprint = ?10 WHERE id = ?1",
                 )
                 .bind(id)
                 .bind(&nas.name)
@@ -281,6 +281,12 @@ impl SqliteStore {
                 .bind(&nas.api_password)
                 .bind(i64::from(nas.api_port))
                 .bind(&nas.description)
+                .bind(nas.api_tls)
+                .bind(
+                    nas.api_tls_fingerprint
+                        .as_ref()
+                        .map(crate::coa::tls::format_fingerprint),
+                )
                 .execute(&mut *tx)
                 .await?;
                 id
@@ -288,8 +294,9 @@ impl SqliteStore {
             None => {
                 sqlx::query_scalar(
                     "INSERT INTO nas (nasname, shortname, type, secret, coa_port, api_user, \
-                     api_password, api_port, description) VALUES (?1, ?2, 'mikrotik', ?3, ?4, \
-                     ?5, ?6, ?7, COALESCE(?8, 'RADIUS Client')) RETURNING id",
+                     api_password, api_port, description, api_tls, api_tls_fingerprint) VALUES \
+                     (?1, ?2, 'mikrotik', ?3, ?4, ?5, ?6, ?7, COALESCE(?8, 'RADIUS Client'), ?9, \
+                     ?10) RETURNING id",
                 )
                 .bind(nas.ip.to_string())
                 .bind(&nas.name)
@@ -299,6 +306,12 @@ impl SqliteStore {
                 .bind(&nas.api_password)
                 .bind(i64::from(nas.api_port))
                 .bind(&nas.description)
+                .bind(nas.api_tls)
+                .bind(
+                    nas.api_tls_fingerprint
+                        .as_ref()
+                        .map(crate::coa::tls::format_fingerprint),
+                )
                 .fetch_one(&mut *tx)
                 .await?
             }
@@ -338,6 +351,12 @@ fn nas_from_row(r: &sqlx::sqlite::SqliteRow) -> Option<NasRow> {
     let ip = nasname.parse().ok()?;
     let id: i64 = r.try_get("id").ok()?;
     let name: Option<String> = r.try_get("shortname").ok()?;
+    let (api_tls, api_tls_fingerprint, api_password) = super::nas_api_tls_columns(
+        &nasname,
+        r.try_get("api_tls").ok().flatten(),
+        r.try_get("api_tls_fingerprint").ok().flatten(),
+        r.try_get("api_password").ok().flatten(),
+    );
     let port = |col: &str, default: u16| -> u16 {
         r.try_get::<Option<i64>, _>(col)
             .ok()
@@ -355,8 +374,10 @@ fn nas_from_row(r: &sqlx::sqlite::SqliteRow) -> Option<NasRow> {
             secret: r.try_get("secret").ok()?,
             coa_port: port("coa_port", config::DEFAULT_COA_PORT),
             api_user: r.try_get("api_user").ok().flatten(),
-            api_password: r.try_get("api_password").ok().flatten(),
+            api_password,
             api_port: port("api_port", config::DEFAULT_API_PORT),
+            api_tls,
+            api_tls_fingerprint,
             description: r.try_get("description").ok().flatten(),
         },
     })

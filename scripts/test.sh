@@ -37,6 +37,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+bash scripts/check-deps.sh
 cargo test --all-targets
 
 # The Debian package and its unit file: in CI always, elsewhere on request (it needs

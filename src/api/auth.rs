@@ -304,6 +304,85 @@ mod tests {
         assert!(v.verify("").is_err());
     }
 
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/jwt")
+            .join(name)
+    }
+
+    fn rs256_verifier() -> Verifier {
+        let text = format!(
+            "[auth]\njwt_algorithm = \"RS256\"\njwt_public_key_file = \"{}\"\n",
+            fixture("rs256-public.pem").display()
+        );
+        let file = FileConfig::parse(std::path::Path::new("t.toml"), &text).unwrap();
+        let config = Config::build(file, Overrides::default()).unwrap();
+        Verifier::from_config(&config).unwrap().unwrap()
+    }
+
+    fn rs256_token(private_pem: &str, claims: &Claims) -> String {
+        let pem = std::fs::read(fixture(private_pem)).unwrap();
+        let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).unwrap()
+    }
+
+    /// The classic algorithm-confusion attack against an RS256 deployment: the public key
+    /// is public, so an attacker signs an HS256 token using its PEM text (or DER bytes) as
+    /// the HMAC secret, hoping the server feeds "its key" to whatever `alg` the header
+    /// names. With a real key pair: the RS256 token signed by the private key passes,
+    /// everything else — HS256 with the public key as secret, RS256 from another key,
+    /// `alg: none` — is refused.
+    #[test]
+    fn rs256_hs256_confusion_with_a_real_key_pair_is_refused() {
+        let v = rs256_verifier();
+        let c = claims(Role::Admin);
+        assert_eq!(
+            v.verify(&rs256_token("rs256-private.pem", &c))
+                .unwrap()
+                .role,
+            Role::Admin
+        );
+
+        let public_pem = std::fs::read_to_string(fixture("rs256-public.pem")).unwrap();
+        let der_b64: String = public_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        for secret in [public_pem.as_str(), public_pem.trim_end(), der_b64.as_str()] {
+            let forged = mint_hs256(secret, &c).unwrap();
+            assert_eq!(
+                jsonwebtoken::decode_header(&forged).unwrap().alg,
+                Algorithm::HS256
+            );
+            assert!(
+                matches!(
+                    v.verify(&forged),
+                    Err(ApiError::Unauthorized("invalid token"))
+                ),
+                "HS256 signed with the public key must be refused"
+            );
+        }
+
+        let other = rs256_token("rs256-other-private.pem", &c);
+        assert!(matches!(
+            v.verify(&other),
+            Err(ApiError::Unauthorized("invalid token"))
+        ));
+
+        let good = rs256_token("rs256-private.pem", &c);
+        let payload = good.split('.').nth(1).unwrap();
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert!(v.verify(&none).is_err());
+        // The valid signature moved onto a tampered payload (role escalation attempt).
+        let mut sub = claims(Role::Subscriber);
+        sub.username = Some("eve".into());
+        let eve = rs256_token("rs256-private.pem", &sub);
+        let sig = good.split('.').nth(2).unwrap();
+        let header = eve.split('.').next().unwrap();
+        let spliced = format!("{header}.{}.{sig}", eve.split('.').nth(1).unwrap());
+        assert!(v.verify(&spliced).is_err());
+    }
+
     #[test]
     fn audience_is_enforced_when_configured() {
         let v = verifier("audience = \"radacctd\"\n");

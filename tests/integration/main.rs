@@ -13,5 +13,6 @@ mod engine;
 mod freeradius;
 mod harness;
 mod jobs;
+mod multinode;
 mod pg_restart;
 mod resilience;

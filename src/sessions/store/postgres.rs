@@ -87,6 +87,14 @@ fn insert_rows_sql() -> String {
 }
 
 /// Every changed row of a batch in one statement.
+///
+/// Guarded for several radacctd nodes (or FreeRADIUS) writing the same table: a node's
+/// in-memory copy of a row can be stale when another writer closed it meanwhile (NAS
+/// failover). The database then wins where this node's rules would also have left the
+/// row alone — a row the NAS (or another writer) closed is never touched, a closed row is
+/// never re-opened, and counters never go backwards — so a stale copy can only fail to
+/// apply, never rewind billing data. On a single node these guards never fire: the engine
+/// already follows the same rules (docs/ACCOUNTING.md).
 fn update_rows_sql() -> String {
     format!(
         "UPDATE radacct r SET acctsessionid = v.acctsessionid, acctuniqueid = v.acctuniqueid, \
@@ -95,17 +103,20 @@ fn update_rows_sql() -> String {
          nasportid = v.nasportid, nasporttype = v.nasporttype, \
          acctstarttime = to_timestamp(v.acctstarttime), \
          acctupdatetime = to_timestamp(v.acctupdatetime), \
-         acctstoptime = to_timestamp(v.acctstoptime), acctinterval = v.acctinterval, \
+         acctstoptime = CASE WHEN v.acctstoptime IS NULL THEN r.acctstoptime \
+         ELSE to_timestamp(v.acctstoptime) END, acctinterval = v.acctinterval, \
          acctsessiontime = v.acctsessiontime, acctauthentic = v.acctauthentic, \
          connectinfo_start = v.connectinfo_start, connectinfo_stop = v.connectinfo_stop, \
-         acctinputoctets = v.acctinputoctets, acctoutputoctets = v.acctoutputoctets, \
+         acctinputoctets = GREATEST(r.acctinputoctets, v.acctinputoctets), \
+         acctoutputoctets = GREATEST(r.acctoutputoctets, v.acctoutputoctets), \
          calledstationid = v.calledstationid, callingstationid = v.callingstationid, \
          acctterminatecause = v.acctterminatecause, servicetype = v.servicetype, \
          framedprotocol = v.framedprotocol, framedipaddress = v.framedipaddress::inet, \
          framedipv6address = v.framedipv6address::inet, \
          framedipv6prefix = v.framedipv6prefix::inet, framedinterfaceid = v.framedinterfaceid, \
          delegatedipv6prefix = v.delegatedipv6prefix::inet, class = v.class, \
-         stopsource = v.stopsource FROM {UNNEST_ROWS} WHERE r.radacctid = v.radacctid"
+         stopsource = v.stopsource FROM {UNNEST_ROWS} WHERE r.radacctid = v.radacctid \
+         AND (r.acctstoptime IS NULL OR r.stopsource = 'server')"
     )
 }
 
@@ -157,6 +168,10 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
+    fn len(&self) -> usize {
+        self.radacctid.len()
+    }
+
     fn push(&mut self, s: &'a Session) {
         // Destructured so that a column added to RowValues cannot be forgotten here.
         let RowValues {
@@ -398,10 +413,19 @@ impl PgStore {
         }
         if !updates.is_empty() {
             let sql = update_rows_sql();
-            updates
+            let wanted = updates.len();
+            let done = updates
                 .bind(sqlx::query(AssertSqlSafe(sql)))
                 .execute(&mut *tx)
                 .await?;
+            let skipped = wanted.saturating_sub(done.rows_affected() as usize);
+            if skipped > 0 {
+                tracing::warn!(
+                    skipped,
+                    "rows closed meanwhile by another writer of this database were left as \
+                     they are (several radacctd nodes or FreeRADIUS on one radacct table)"
+                );
+            }
         }
         let mut ids = Vec::with_capacity(batch.rows.len());
         for s in &batch.rows {

@@ -1,0 +1,73 @@
+//! Two radacctd nodes on one PostgreSQL database (DESIGN.md §4), with a NAS that fails over
+//! between them. A node's in-memory copy of a session can then be stale: the other node
+//! closed the row meanwhile. Whatever the stale node does with it, the database keeps the
+//! NAS's final record — no re-opened row, no rewound counters, no overwritten cause.
+
+use radacctd::app::Server;
+
+use crate::harness::{Acct, Backend, Harness, RadClient, SECRET, config, now, skip_postgres};
+
+const USER: &str = "failover@example.lb";
+const SID: &str = "8100ff01";
+const USER_REQUEST: u32 = 1;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_node_cannot_reopen_or_rewind_a_row_the_other_node_closed() {
+    if skip_postgres() {
+        return;
+    }
+    let a = Harness::start(Backend::Postgres).await;
+    let b = Server::start(config(&a.db, "")).await.unwrap();
+    let to_b = RadClient::new(b.radius_addr, SECRET).await;
+    let t0 = now() - 200;
+
+    // Start reaches node A, which now holds the session open in memory.
+    a.client.send(&Acct::start(USER, SID).at(t0).port(7)).await;
+    let id = a.rows().await[0].radacctid;
+    assert!(a.server.index.get_by_id(id).is_some());
+
+    // The NAS fails over: its Stop, with the final counters, reaches node B, which finds
+    // the open row in the database and closes it.
+    to_b.send(
+        &Acct::stop(USER, SID)
+            .at(t0 + 100)
+            .port(7)
+            .time(100)
+            .octets(5_000_000_000, 6_000)
+            .cause(USER_REQUEST),
+    )
+    .await;
+    let closed = a.rows().await[0].clone();
+    assert_eq!(closed.stop, Some(i64::from(t0 + 100)));
+    assert_eq!(closed.input, Some(5_000_000_000));
+
+    // A late Interim (older counters) reaches node A, whose copy still says "open".
+    a.client
+        .send(
+            &Acct::interim(USER, SID)
+                .at(t0 + 60)
+                .port(7)
+                .time(60)
+                .octets(1_000, 1_000),
+        )
+        .await;
+    let after = a.rows().await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0], closed, "the NAS-closed row must not change");
+
+    // A new session of the same key on node A: A's stale copy would be closed as
+    // Lost-Service at its last update, over the NAS's Stop. The database keeps the Stop.
+    a.client
+        .send(&Acct::start(USER, SID).at(t0 + 150).port(7))
+        .await;
+    let rows = a.rows().await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let old = rows.iter().find(|r| r.radacctid == id).unwrap();
+    assert_eq!(old, &closed, "NAS Stop kept: cause, stop time, counters");
+    assert_eq!(old.cause.as_deref(), Some("User-Request"));
+    let open: Vec<_> = rows.iter().filter(|r| r.stop.is_none()).collect();
+    assert_eq!(open.len(), 1, "at most one open row per key: {rows:?}");
+    assert_eq!(open[0].start, Some(i64::from(t0 + 150)));
+
+    b.stop().await;
+}

@@ -55,6 +55,10 @@ impl Archiver {
             }
             match self.run_once(chrono::Utc::now().timestamp(), &stop).await {
                 Ok(n) => tracing::info!(archived = n, "archiver run finished"),
+                Err(e @ StoreError::ArchiveConflict(_)) => {
+                    // Needs a person: the same rows will conflict again tomorrow.
+                    tracing::error!(error = %e, "archiver run stopped");
+                }
                 Err(e) => tracing::warn!(error = %e, "archiver run failed; it continues tomorrow"),
             }
         }

@@ -14,6 +14,7 @@ use crate::both_backends;
 use crate::harness::{Acct, Backend, Harness, admin_token, api_json, now};
 
 both_backends!(
+    archiver_never_deletes_a_row_it_could_not_copy,
     sweeper_closes_stale_sessions_as_idle_timeout_and_keeps_fresh_ones,
     sweeper_resyncs_the_online_flag,
     archiver_moves_old_closed_sessions_with_their_history,
@@ -375,4 +376,77 @@ async fn archiver_interrupted_mid_batch_loses_and_duplicates_nothing(b: Backend)
         400
     );
     h.server.stop().await;
+}
+
+/// `radacct_archive` already holds a *different* row under one of the ids being archived
+/// (ids reused after a restore, or a panel's own archive table): that row is not copied,
+/// so it must not be deleted either. The others move; the run stops with an error naming
+/// the conflict; the stuck row and its history stay in `radacct` untouched.
+async fn archiver_never_deletes_a_row_it_could_not_copy(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 200;
+    for i in 0..3 {
+        let (u, sid) = (format!("c{i}"), format!("c{i}"));
+        h.client.send(&Acct::start(&u, &sid).at(t0)).await;
+        h.client
+            .send(
+                &Acct::stop(&u, &sid)
+                    .at(t0 + 10)
+                    .time(10)
+                    .octets(7, 8)
+                    .cause(1),
+            )
+            .await;
+    }
+    let before = h.rows().await;
+    let victim = before[1].clone();
+    let inserted = h
+        .scalar(&format!(
+            "INSERT INTO radacct_archive (radacctid, acctsessionid, acctuniqueid, username, \
+             nasipaddress, acctstarttime) VALUES ({}, 'old', 'foreign-row', 'someone-else', \
+             '10.9.9.9', '2020-01-01 00:00:00') RETURNING radacctid",
+            victim.radacctid
+        ))
+        .await;
+    assert_eq!(inserted, victim.radacctid);
+
+    let later = i64::from(now()) + 91 * 86_400;
+    let err = archiver(&h, 10)
+        .run_once(later, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 closed row(s) were not archived"),
+        "{err}"
+    );
+
+    let rows = h.rows().await;
+    assert_eq!(
+        rows,
+        vec![victim.clone()],
+        "only the conflicting row stays, unchanged"
+    );
+    assert_eq!(
+        h.scalar(&format!(
+            "SELECT COUNT(*) FROM radacct_events WHERE radacctid = {}",
+            victim.radacctid
+        ))
+        .await,
+        2,
+        "its history stays with it"
+    );
+    assert_eq!(h.scalar("SELECT COUNT(*) FROM radacct_events").await, 2);
+    assert_eq!(h.scalar("SELECT COUNT(*) FROM radacct_archive").await, 3);
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_archive WHERE acctuniqueid = 'foreign-row'")
+            .await,
+        1,
+        "the archive's own row is not overwritten"
+    );
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events_archive")
+            .await,
+        4
+    );
 }

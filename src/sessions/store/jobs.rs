@@ -94,6 +94,12 @@ impl Store {
                 }
                 let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
                 let set = "(SELECT value FROM json_each(?1))";
+                // Copies that already exist (an identical row: same radacctid and
+                // acctuniqueid) are skipped; a *different* row under the same id is not,
+                // and neither copy is deleted — see `moved` below.
+                let moved = "(SELECT r.radacctid FROM radacct r JOIN radacct_archive a \
+                     ON a.radacctid = r.radacctid AND a.acctuniqueid = r.acctuniqueid \
+                     WHERE r.radacctid IN (SELECT value FROM json_each(?1)))";
                 for sql in [
                     format!(
                         "INSERT OR IGNORE INTO radacct_archive ({RADACCT_COLUMNS}) SELECT \
@@ -101,18 +107,27 @@ impl Store {
                     ),
                     format!(
                         "INSERT OR IGNORE INTO radacct_events_archive ({EVENT_COLUMNS}) SELECT \
-                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid IN {set}"
+                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid IN {moved}"
                     ),
-                    format!("DELETE FROM radacct_events WHERE radacctid IN {set}"),
-                    format!("DELETE FROM radacct WHERE radacctid IN {set}"),
+                    format!(
+                        "DELETE FROM radacct_events WHERE radacctid IN {moved} AND id IN \
+                         (SELECT id FROM radacct_events_archive)"
+                    ),
                 ] {
                     sqlx::query(AssertSqlSafe(sql))
                         .bind(&list)
                         .execute(&mut *tx)
                         .await?;
                 }
+                let deleted = sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM radacct WHERE radacctid IN {moved}"
+                )))
+                .bind(&list)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
                 tx.commit().await?;
-                Ok(ids.len() as u64)
+                stuck(ids.len() as u64, deleted)
             }
             Store::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
@@ -129,6 +144,9 @@ impl Store {
                 if ids.is_empty() {
                     return Ok(0);
                 }
+                let moved = "(SELECT r.radacctid FROM radacct r JOIN radacct_archive a \
+                     ON a.radacctid = r.radacctid AND a.acctuniqueid = r.acctuniqueid \
+                     WHERE r.radacctid = ANY($1))";
                 for sql in [
                     format!(
                         "INSERT INTO radacct_archive ({RADACCT_COLUMNS}) SELECT {RADACCT_COLUMNS} \
@@ -136,20 +154,41 @@ impl Store {
                     ),
                     format!(
                         "INSERT INTO radacct_events_archive ({EVENT_COLUMNS}) SELECT \
-                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid = ANY($1) \
+                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid IN {moved} \
                          ON CONFLICT DO NOTHING"
                     ),
-                    "DELETE FROM radacct_events WHERE radacctid = ANY($1)".to_owned(),
-                    "DELETE FROM radacct WHERE radacctid = ANY($1)".to_owned(),
+                    format!(
+                        "DELETE FROM radacct_events e WHERE radacctid IN {moved} AND EXISTS \
+                         (SELECT 1 FROM radacct_events_archive a WHERE a.id = e.id)"
+                    ),
                 ] {
                     sqlx::query(AssertSqlSafe(sql))
                         .bind(&ids)
                         .execute(&mut *tx)
                         .await?;
                 }
+                let deleted = sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM radacct WHERE radacctid IN {moved}"
+                )))
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
                 tx.commit().await?;
-                Ok(ids.len() as u64)
+                stuck(ids.len() as u64, deleted)
             }
         }
+    }
+}
+
+/// The batch's outcome: every selected row moved, or [`StoreError::ArchiveConflict`] for
+/// rows whose `radacctid` a *different* row already holds in `radacct_archive`. Those stay
+/// in `radacct`, untouched, and the run stops (it would select them again forever); the
+/// rows moved before are committed.
+fn stuck(selected: u64, moved: u64) -> Result<u64, StoreError> {
+    if moved == selected {
+        Ok(moved)
+    } else {
+        Err(StoreError::ArchiveConflict(selected - moved))
     }
 }

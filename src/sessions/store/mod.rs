@@ -32,6 +32,12 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("not found: {0}")]
     NotFound(String),
+    #[error(
+        "{0} closed row(s) were not archived: radacct_archive already holds a different row \
+         with the same radacctid (ids reused after a restore?); they stay in radacct until \
+         resolved by hand"
+    )]
+    ArchiveConflict(u64),
 }
 
 impl StoreError {
@@ -60,7 +66,10 @@ impl StoreError {
                 | sqlx::Error::Encode(_) => false,
                 _ => true,
             },
-            StoreError::Migrate(_) | StoreError::UnsupportedUrl | StoreError::NotFound(_) => false,
+            StoreError::Migrate(_)
+            | StoreError::UnsupportedUrl
+            | StoreError::NotFound(_)
+            | StoreError::ArchiveConflict(_) => false,
         }
     }
 }

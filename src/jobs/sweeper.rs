@@ -7,6 +7,15 @@
 //! index and the database change together; an Interim-Update that arrives after the
 //! sweeper looked wins (the engine re-checks the update time at commit). Then
 //! `subscribers.is_online` is re-synced for everyone.
+//!
+//! After a radacctd outage every open row looks stale — the NASes' Interim-Updates during
+//! the outage were lost — yet most of those sessions are alive. So the sweeper records a
+//! heartbeat in the database (`radacctd_state`, after every sweep and at shutdown), and
+//! for one `stale_after` after start it closes only rows that were already stale when
+//! the heartbeat was last written: those the sweeper would have closed had it kept running.
+//! The rest get a full threshold to send their next Interim-Update. The first sweep runs
+//! one `sweep_interval` after start, so ghost sessions in a database radacctd has not run
+//! on (no heartbeat) are cleared on the normal cadence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +26,23 @@ use crate::metrics as m;
 use crate::sessions::model::Timestamp;
 use crate::sessions::writer::Closer;
 use crate::sessions::{Record, Store};
+
+/// The cutoff of a sweep at `now` by a server started at `started`, whose previous
+/// heartbeat (if any) was written at `last_alive`: the steady-state `now − stale_after`,
+/// lowered during the first `stale_after` after start to what was already stale at
+/// `last_alive`.
+pub fn cutoff(
+    now: Timestamp,
+    started: Timestamp,
+    last_alive: Option<Timestamp>,
+    stale_after: Duration,
+) -> Timestamp {
+    let stale = stale_after.as_secs() as i64;
+    match last_alive {
+        Some(alive) if now < started + stale => (now - stale).min(alive - stale),
+        _ => now - stale,
+    }
+}
 
 /// Most sessions closed per sweep; a backlog larger than this is worked off over several
 /// runs rather than in one burst that would crowd out NAS traffic.
@@ -38,11 +64,19 @@ pub struct Report {
 }
 
 impl Sweeper {
+    /// One sweep at `now` in steady state: close what is older than `stale_after`.
     pub async fn run_once(
         &self,
         now: Timestamp,
     ) -> Result<Report, crate::sessions::store::StoreError> {
-        let cutoff = now - self.stale_after.as_secs() as i64;
+        self.sweep(now - self.stale_after.as_secs() as i64).await
+    }
+
+    /// Close every open session last updated before `cutoff` (at most `MAX_PER_SWEEP`).
+    pub async fn sweep(
+        &self,
+        cutoff: Timestamp,
+    ) -> Result<Report, crate::sessions::store::StoreError> {
         let stale = self.store.stale_sessions(cutoff, MAX_PER_SWEEP).await?;
         // Many closes in flight at once, so they share group commits.
         let mut committed = 0u64;
@@ -69,18 +103,33 @@ impl Sweeper {
     }
 
     pub async fn run(self, stop: CancellationToken) {
-        // The first sweep waits a full threshold after start: after an outage every open
-        // row looks stale, and the NASes need time to send their next Interim-Update
-        // before the sweeper may judge them.
-        let first = self.stale_after.max(self.interval);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, self.interval);
+        let started = chrono::Utc::now().timestamp();
+        let last_alive = match self.store.heartbeat().await {
+            Ok(h) => h,
+            Err(e) => {
+                // Without it, the first threshold after start is treated as after an
+                // outage of unknown length: nothing that might be alive is closed.
+                tracing::warn!(error = %e, "cannot read the sweeper heartbeat");
+                Some(started)
+            }
+        };
+        self.beat(started).await;
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    self.beat(chrono::Utc::now().timestamp()).await;
+                    return;
+                }
                 _ = tick.tick() => {}
             }
-            match self.run_once(chrono::Utc::now().timestamp()).await {
+            let now = chrono::Utc::now().timestamp();
+            match self
+                .sweep(cutoff(now, started, last_alive, self.stale_after))
+                .await
+            {
                 Ok(r) if r.closed > 0 || r.online_changed > 0 => {
                     tracing::info!(
                         closed = r.closed,
@@ -93,6 +142,46 @@ impl Sweeper {
                     tracing::warn!(error = %e, "stale-session sweep failed; retrying next interval")
                 }
             }
+            self.beat(now).await;
         }
+    }
+
+    async fn beat(&self, now: Timestamp) {
+        if let Err(e) = self.store.set_heartbeat(now).await {
+            tracing::warn!(error = %e, "cannot write the sweeper heartbeat");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_an_outage_only_rows_stale_before_it_are_closed_for_one_threshold() {
+        let t = Duration::from_secs(1800);
+        let started = 1_000_000;
+        // No heartbeat (a database radacctd never ran on): steady state from the start.
+        assert_eq!(
+            cutoff(started + 300, started, None, t),
+            started + 300 - 1800
+        );
+        // Down for an hour: during the first 30 min only what was stale an hour ago goes.
+        let alive = started - 3600;
+        assert_eq!(cutoff(started + 300, started, Some(alive), t), alive - 1800);
+        assert_eq!(
+            cutoff(started + 1799, started, Some(alive), t),
+            alive - 1800
+        );
+        // A full threshold after start, the NASes have had their chance: steady state.
+        assert_eq!(cutoff(started + 1800, started, Some(alive), t), started);
+        // A quick restart changes (almost) nothing.
+        let alive = started - 5;
+        assert_eq!(cutoff(started + 300, started, Some(alive), t), alive - 1800);
+        // A heartbeat from the future (clock stepped back) cannot make it more eager.
+        assert_eq!(
+            cutoff(started + 300, started, Some(started + 9999), t),
+            started + 300 - 1800
+        );
     }
 }

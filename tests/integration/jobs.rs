@@ -14,6 +14,7 @@ use crate::both_backends;
 use crate::harness::{Acct, Backend, Harness, admin_token, api_json, now};
 
 both_backends!(
+    sweeper_clears_ghosts_on_its_cadence_but_spares_sessions_an_outage_made_look_stale,
     archiver_never_deletes_a_row_it_could_not_copy,
     sweeper_closes_stale_sessions_as_idle_timeout_and_keeps_fresh_ones,
     sweeper_resyncs_the_online_flag,
@@ -449,4 +450,95 @@ async fn archiver_never_deletes_a_row_it_could_not_copy(b: Backend) {
             .await,
         4
     );
+}
+
+const FAST_SWEEPER: &str = "[jobs]\nsweep_interval_secs = 1\nstale_after_secs = 1800\n";
+
+/// An open row last updated `age` seconds ago, written straight into the database (as a
+/// NAS that went silent, or FreeRADIUS, left it); returns its radacctid.
+async fn ghost(store: &radacctd::sessions::Store, b: Backend, user: &str, age: i64) -> i64 {
+    let t = i64::from(now()) - age;
+    let (start, update) = match b {
+        Backend::Sqlite => (
+            format!("datetime({}, 'unixepoch')", t - 60),
+            format!("datetime({t}, 'unixepoch')"),
+        ),
+        Backend::Postgres => (
+            format!("to_timestamp({})", t - 60),
+            format!("to_timestamp({t})"),
+        ),
+    };
+    // A FreeRADIUS-style acctuniqueid: 32 hex digits.
+    let unique: String = user.bytes().map(|b| format!("{b:02x}")).collect();
+    let unique = format!("{unique:0>32}");
+    crate::harness::scalar(
+        store,
+        &format!(
+            "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, \
+             acctstarttime, acctupdatetime) VALUES ('{user}', '{unique}', '{user}', \
+             '127.0.0.1', {start}, {update}) RETURNING radacctid"
+        ),
+    )
+    .await
+}
+
+async fn cause_of(store: &radacctd::sessions::Store, id: i64) -> Option<String> {
+    crate::harness::rows(store)
+        .await
+        .into_iter()
+        .find(|r| r.radacctid == id)
+        .and_then(|r| r.cause)
+}
+
+/// The running sweeper (real clock, `sweep_interval_secs = 1`, default 30 min threshold):
+/// on a database radacctd never ran on, a ghost session is closed at the first sweep, one
+/// interval after start — not 30 minutes later. After an outage (the heartbeat says
+/// radacctd was last alive an hour ago), only sessions that were already stale back then
+/// are closed at once; one whose Interim-Updates may have been lost during the outage
+/// waits for a full threshold.
+async fn sweeper_clears_ghosts_on_its_cadence_but_spares_sessions_an_outage_made_look_stale(
+    b: Backend,
+) {
+    let h = Harness::start_with(b, FAST_SWEEPER).await;
+    let beat = crate::harness::eventually(Duration::from_secs(5), || async {
+        h.store().heartbeat().await.unwrap().is_some()
+    })
+    .await;
+    assert!(beat, "the heartbeat is written at start");
+    let id = ghost(h.store(), b, "ghost0", 7200).await;
+    let closed = crate::harness::eventually(Duration::from_secs(10), || async {
+        cause_of(h.store(), id).await.is_some()
+    })
+    .await;
+    assert!(closed, "a ghost is closed within a few sweep intervals");
+    assert_eq!(
+        cause_of(h.store(), id).await.as_deref(),
+        Some("NAS-Idle-Timeout")
+    );
+
+    // An outage: radacctd stopped; its last heartbeat an hour ago.
+    let Harness { server, db, .. } = h;
+    server.stop().await;
+    let store = radacctd::sessions::Store::connect(&crate::harness::config(&db, "").database)
+        .await
+        .unwrap();
+    let old = ghost(&store, b, "ghost1", 7200).await;
+    let recent = ghost(&store, b, "alive1", 3700).await;
+    store.set_heartbeat(i64::from(now()) - 3600).await.unwrap();
+    let server = radacctd::app::Server::start(crate::harness::config(&db, FAST_SWEEPER))
+        .await
+        .unwrap();
+    let closed = crate::harness::eventually(Duration::from_secs(10), || async {
+        cause_of(&store, old).await.is_some()
+    })
+    .await;
+    assert!(closed, "stale before the outage: closed at once");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        cause_of(&store, recent).await,
+        None,
+        "maybe alive: spared for a threshold after start"
+    );
+    server.stop().await;
+    store.close().await;
 }

@@ -23,6 +23,29 @@ const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = NOT is_online, \
     WHERE radacct.username = subscribers.username AND acctstoptime IS NULL)";
 
 impl Store {
+    /// When the sweeper last wrote its heartbeat (epoch seconds), if ever.
+    pub async fn heartbeat(&self) -> Result<Option<Timestamp>, StoreError> {
+        const SQL: &str = "SELECT value FROM radacctd_state WHERE name = 'sweeper_heartbeat'";
+        Ok(match self {
+            Store::Sqlite(s) => sqlx::query_scalar(SQL).fetch_optional(s.pool()).await?,
+            Store::Postgres(s) => sqlx::query_scalar(SQL).fetch_optional(s.pool()).await?,
+        })
+    }
+
+    pub async fn set_heartbeat(&self, now: Timestamp) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO radacctd_state (name, value) \
+            VALUES ('sweeper_heartbeat', $1) ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+        match self {
+            Store::Sqlite(s) => {
+                sqlx::query(SQL).bind(now).execute(s.pool()).await?;
+            }
+            Store::Postgres(s) => {
+                sqlx::query(SQL).bind(now).execute(s.pool()).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Open sessions not updated since `cutoff`, oldest update first, at most `limit`.
     pub async fn stale_sessions(
         &self,

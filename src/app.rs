@@ -180,11 +180,15 @@ impl Server {
             limiter,
             changes: changes.clone(),
             limits: api::Limits::default(),
-            disconnector: Arc::new(crate::coa::Disconnector::new(
-                store.clone(),
-                Arc::clone(&dictionary),
-                Arc::clone(&closer),
-            )),
+            disconnector: Arc::new({
+                let mut d = crate::coa::Disconnector::new(
+                    store.clone(),
+                    Arc::clone(&dictionary),
+                    Arc::clone(&closer),
+                );
+                d.default_client = config.radius.default_client;
+                d
+            }),
             closer,
             streams: CancellationToken::new(),
             stream_tasks: tokio_util::task::TaskTracker::new(),

@@ -57,7 +57,8 @@ pub async fn disconnect(
         attempt.detail.clone()
     });
     if let Some((nas_id, ip)) = attempt.nas {
-        entry.nas_id = Some(nas_id);
+        // 0: the built-in localhost client, which has no `nas` row.
+        entry.nas_id = (nas_id > 0).then_some(nas_id);
         entry.nasipaddress = Some(ip.to_string());
     }
     match attempt.method {

@@ -62,6 +62,10 @@ pub struct Disconnector {
     closer: Arc<dyn Closer>,
     pub coa_timeout: Duration,
     pub api_timeout: Duration,
+    /// `radius.default_client`: sessions from 127.0.0.1 with no `nas` row belong to the
+    /// built-in localhost client (secret `testing123`), disconnected on its default CoA
+    /// port like any other NAS.
+    pub default_client: bool,
     inflight: DashMap<i64, watch::Receiver<Option<Attempt>>>,
 }
 
@@ -73,6 +77,7 @@ impl Disconnector {
             closer,
             coa_timeout: Duration::from_secs(3),
             api_timeout: Duration::from_secs(5),
+            default_client: false,
             inflight: DashMap::new(),
         }
     }
@@ -262,6 +267,30 @@ impl Disconnector {
                 .nasipaddress
                 .and_then(|ip| rows.iter().find(|r| r.config.ip == ip))
         };
-        Ok(by_id.or_else(by_ip).map(|r| (r.id, r.config.clone())))
+        if let Some(r) = by_id.or_else(by_ip) {
+            return Ok(Some((r.id, r.config.clone())));
+        }
+        // The built-in localhost client has no `nas` row (and so no id): synthesise its
+        // settings, exactly as the listener accepts its packets.
+        let localhost = crate::ingest::clients::LOCALHOST;
+        let from_localhost = s.fields.nasipaddress == Some(localhost);
+        if self.default_client && from_localhost && s.nas_id.is_none() {
+            return Ok(Some((
+                0,
+                NasConfig {
+                    name: "localhost".into(),
+                    ip: localhost,
+                    secret: crate::config::DEFAULT_CLIENT_SECRET.into(),
+                    coa_port: crate::config::DEFAULT_COA_PORT,
+                    api_user: None,
+                    api_password: None,
+                    api_port: crate::config::DEFAULT_API_PORT,
+                    api_tls: false,
+                    api_tls_fingerprint: None,
+                    description: None,
+                },
+            )));
+        }
+        Ok(None)
     }
 }

@@ -1800,3 +1800,63 @@ async fn api_ssl_against_a_plain_api_port_fails_without_hanging() {
     assert!(took < API_TIMEOUT + SLACK, "{took:?}");
     assert!(router.commands().is_empty(), "{:?}", router.commands());
 }
+
+/// With no configuration at all, sessions come from the built-in localhost client
+/// (127.0.0.1, `testing123`), which has no `nas` row. Disconnecting one still sends a
+/// proper Disconnect-Request to 127.0.0.1:1700 signed with that secret, and the ACK
+/// closes the session — the out-of-the-box setup works end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builtin_localhost_client_is_disconnected_on_port_1700() {
+    use radacctd::config::{Config, FileConfig, Overrides};
+    const DEFAULT_SECRET: &[u8] = b"testing123";
+    let db = crate::harness::TestDb::new(Backend::Sqlite).await;
+    let toml = format!(
+        "[database]\nurl = \"{}\"\n[radius]\nlisten = \"127.0.0.1:0\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[auth]\njwt_secret = \"{}\"\n",
+        db.url,
+        crate::harness::JWT_SECRET
+    );
+    let config = Config::build(
+        FileConfig::parse(std::path::Path::new("t.toml"), &toml).unwrap(),
+        Overrides::default(),
+    )
+    .unwrap();
+    assert!(config.radius.default_client && config.nas.is_empty());
+    let server = radacctd::app::Server::start(config).await.unwrap();
+    let client = crate::harness::RadClient::new(server.radius_addr, "testing123").await;
+    let h = Harness { server, db, client };
+
+    let socket = UdpSocket::bind("127.0.0.1:1700")
+        .await
+        .expect("UDP 127.0.0.1:1700 must be free for this test");
+    let nas = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+        let req = decode_request(&buf[..n], DEFAULT_SECRET).expect("a RADIUS packet");
+        assert_eq!(req.code, DISCONNECT_REQUEST);
+        assert!(req.authentic(), "signed with testing123");
+        let reply = build_reply(
+            DISCONNECT_ACK,
+            req.identifier,
+            &req,
+            &[],
+            DEFAULT_SECRET,
+            false,
+            false,
+        );
+        socket.send_to(&reply, from).await.unwrap();
+        req
+    });
+    let (id, _) = open_session(&h, USER).await;
+    assert!(h.store().nas_list().await.unwrap().is_empty(), "no nas row");
+
+    let (status, body, _) = disconnect(&h, id, &disconnector()).await;
+
+    assert_eq!((status, body), (200, ok("coa")));
+    let req = nas.await.unwrap();
+    assert_eq!(req.text(attr::ACCT_SESSION_ID).as_deref(), Some(SID));
+    assert!(h.server.index.get_by_id(id).is_none());
+    let audit = audit_rows(&h).await;
+    assert_attempt(&audit[0], id, "coa", "coa_ack");
+    h.server.stop().await;
+}

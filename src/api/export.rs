@@ -396,7 +396,9 @@ pub async fn export(
         [
             (
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
+                // Exactly what the contract names; the body is UTF-8 (attribute text is decoded
+                // as UTF-8 on ingest, invalid bytes replaced).
+                HeaderValue::from_static("text/csv"),
             ),
             (header::CONTENT_DISPOSITION, disposition),
         ],

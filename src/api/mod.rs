@@ -181,7 +181,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Ok(rows) => {
             for r in &rows {
                 let n = per_nas.remove(&Some(r.id)).unwrap_or(0);
-                crate::metrics::open_sessions_by_nas(r.config.name.clone(), n);
+                crate::metrics::open_sessions_by_nas(nas_label(&r.config.name, r.id), n);
             }
             // Sessions whose NAS is no longer configured (or the default client).
             crate::metrics::open_sessions_by_nas("unknown".to_owned(), per_nas.values().sum());
@@ -193,4 +193,34 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// The `nas` label of a NAS: its short name, unless that is missing or an address (a
+/// FreeRADIUS `nas` row often has the IP as `shortname`; radacctd falls back to
+/// `nasname`) — IP addresses are never metric labels (DESIGN.md §8), so then `nas<id>`.
+fn nas_label(name: &str, id: i64) -> String {
+    let looks_like_address = name.parse::<std::net::IpAddr>().is_ok()
+        || name
+            .split_once('/')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::IpAddr>().is_ok());
+    if name.is_empty() || looks_like_address {
+        format!("nas{id}")
+    } else {
+        name.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod nas_label_tests {
+    use super::nas_label;
+
+    #[test]
+    fn addresses_never_become_labels() {
+        assert_eq!(nas_label("bng1", 3), "bng1");
+        assert_eq!(nas_label("10.0.0.1", 3), "nas3");
+        assert_eq!(nas_label("2001:db8::1", 4), "nas4");
+        assert_eq!(nas_label("10.0.0.0/24", 5), "nas5");
+        assert_eq!(nas_label("", 6), "nas6");
+        assert_eq!(nas_label("cafe", 7), "cafe");
+    }
 }

@@ -103,7 +103,9 @@ impl Store {
     pub async fn archive_batch(&self, cutoff: Timestamp, limit: i64) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => {
-                let mut tx = s.pool().begin().await?;
+                // IMMEDIATE: read-then-write in a deferred transaction can fail with
+                // SQLITE_BUSY_SNAPSHOT when ingest commits in between.
+                let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
                 let ids: Vec<i64> = sqlx::query_scalar(
                     "SELECT radacctid FROM radacct WHERE acctstoptime IS NOT NULL \
                      AND acctstoptime < datetime(?1, 'unixepoch') ORDER BY radacctid LIMIT ?2",

@@ -159,7 +159,8 @@ impl SqliteStore {
     }
 
     pub async fn commit(&self, batch: &Batch) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: take the write lock (waiting up to busy_timeout) before any statement.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut ids = Vec::with_capacity(batch.rows.len());
         for session in &batch.rows {
             let values = RowValues::of(session);
@@ -260,7 +261,9 @@ impl SqliteStore {
     }
 
     pub async fn nas_upsert(&self, nas: &NasConfig) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: a deferred transaction that reads and then writes fails at once with
+        // SQLITE_BUSY_SNAPSHOT (no busy wait) when the writer committed in between.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT id FROM nas WHERE nasname = ?1 ORDER BY id LIMIT 1")
                 .bind(nas.ip.to_string())

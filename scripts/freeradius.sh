@@ -83,6 +83,17 @@ STOCK=/etc/freeradius/3.0
 SCHEMA=$STOCK/mods-config/sql/main/postgresql/schema.sql
 BIN=/usr/sbin/freeradius
 
+# Tests run in parallel and several may need the packages at once: one apt run at a time
+# (flock), and apt itself waits for its lock instead of failing when something else holds it.
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  (
+    flock -w 600 9 || { echo "freeradius.sh: timed out waiting for another install" >&2; exit 1; }
+    apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$@" >/dev/null
+  ) 9>/tmp/radacctd-apt.lock
+}
+
 ensure_installed() {
   local mod
   mod=$(ls /usr/lib/freeradius/rlm_sql_postgresql.so 2>/dev/null || true)
@@ -94,9 +105,7 @@ ensure_installed() {
     exit 1
   fi
   echo "freeradius.sh: installing freeradius and freeradius-postgresql" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq freeradius freeradius-postgresql >/dev/null
+  apt_install freeradius freeradius-postgresql
   # The package starts the system service; nothing here uses it.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet freeradius 2>/dev/null; then
     systemctl stop freeradius >&2 || true
@@ -114,9 +123,7 @@ ensure_core_installed() {
     exit 1
   fi
   echo "freeradius.sh: installing freeradius" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq freeradius >/dev/null
+  apt_install freeradius
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet freeradius 2>/dev/null; then
     systemctl stop freeradius >&2 || true
   fi

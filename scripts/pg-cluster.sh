@@ -22,7 +22,7 @@ find_bin() {
   if [ -z "$b" ] || [ ! -x "$b/initdb" ]; then
     echo "pg-cluster: installing PostgreSQL server packages" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2 && apt-get install -y -qq postgresql >&2
+    apt-get -o DPkg::Lock::Timeout=300 update -qq >&2 && apt-get -o DPkg::Lock::Timeout=300 install -y -qq postgresql >&2
     b=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   fi
   echo "$b"

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 apt_install() {
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq "$@" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=300 update -qq && apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$@" >/dev/null
   else
     echo "test.sh: need $* (run as root or install it)" >&2
     return 1

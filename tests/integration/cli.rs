@@ -148,6 +148,31 @@ fn a_world_readable_config_with_secrets_is_warned_about() {
 }
 
 #[test]
+fn the_sqlite_database_is_created_owner_only_and_an_exposed_one_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = "sqlite://secrets.db";
+    let out = run(dir.path(), &["--database-url", url, "migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let db = dir.path().join("secrets.db");
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "new database file mode {mode:o}");
+    assert!(
+        !text(&out).contains("readable by every user"),
+        "{}",
+        text(&out)
+    );
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(dir.path(), &["--database-url", url, "migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("SQLite database holds NAS secrets"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn check_config_validates_and_hides_secrets() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -78,6 +78,38 @@ const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = EXISTS (SELECT 1 F
     WHERE radacct.username = subscribers.username AND acctstoptime IS NULL), \
     updated_at = CURRENT_TIMESTAMP WHERE username = ?1";
 
+/// The database holds NAS secrets and RouterOS passwords (`nas` table): a new file is
+/// created owner-only (SQLite gives its `-wal` and `-shm` files the same mode), and an
+/// existing file readable by every local user is warned about at start.
+fn protect_database_file(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let name = path.as_os_str();
+        if name.is_empty() || name == ":memory:" {
+            return;
+        }
+        // create_new: never touches an existing file; failure (e.g. a missing directory)
+        // is left for SQLite to report with its own message.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o004 != 0
+        {
+            tracing::warn!(
+                file = %path.display(),
+                "the SQLite database holds NAS secrets and RouterOS passwords and is readable \
+                 by every user; chmod o-r it (and its -wal and -shm files)"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -96,6 +128,7 @@ impl SqliteStore {
             .synchronous(synchronous)
             .busy_timeout(std::time::Duration::from_secs(5))
             .foreign_keys(false);
+        protect_database_file(options.get_filename());
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.connect_timeout)

@@ -36,6 +36,9 @@ PY
   fi
 fi
 
+# cargo-deny reads `cargo metadata` for every target platform, which needs crates a build
+# on this one never downloads (a fresh clone fails under --frozen otherwise).
+cargo fetch --locked --quiet
 # Duplicate-version warnings are policy "warn"; only errors are printed.
 "$deny" -L error --frozen check licenses bans sources
 
@@ -46,5 +49,5 @@ if timeout 120 "$deny" fetch db >/dev/null 2>&1; then
   echo "check-deps: advisories checked against a freshly fetched RustSec database"
 else
   echo "check-deps: *** RustSec advisory database unreachable (GitHub): advisories NOT checked" \
-    "here; see docs/SECURITY.md for the last manual audit ***" >&2
+    "here; see docs/DEPENDENCIES.md for the last manual audit ***" >&2
 fi

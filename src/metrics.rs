@@ -152,8 +152,10 @@ pub fn api_request(route: String, status: u16, took: Duration) {
     counter!(API_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
 }
 
-pub fn disconnect(method: &'static str, tried: &'static str) {
-    counter!(DISCONNECTS, "method" => method, "tried" => tried).increment(1);
+/// `method`: the channel that gave the final answer (`coa`, `api`, or `none` when nothing
+/// was sent); `result`: `success`, `failed`, or `already_closed`.
+pub fn disconnect(method: &'static str, result: &'static str) {
+    counter!(DISCONNECTS, "method" => method, "result" => result).increment(1);
 }
 
 pub fn sweeper(closed: u64) {

@@ -44,6 +44,7 @@ pub async fn disconnect(
     if !session.is_open() {
         entry.result = "already_closed".into();
         audit(&state, &entry).await;
+        crate::metrics::disconnect("none", "already_closed");
         return Ok(already_closed());
     }
 
@@ -86,6 +87,7 @@ pub async fn disconnect(
             // The session may have ended meanwhile (the NAS's Stop arrived): that is the
             // idempotent answer, not an error.
             if state.index.get_by_id(session.radacctid).is_none() {
+                crate::metrics::disconnect("none", "already_closed");
                 return Ok(already_closed());
             }
             Err(ApiError::Unavailable("NAS unreachable"))

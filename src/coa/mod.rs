@@ -41,6 +41,21 @@ impl Method {
     }
 }
 
+impl Attempt {
+    /// The `radacctd_disconnects_total` labels: the channel that gave the final answer and
+    /// whether it removed the session. CoA failing with no API configured is
+    /// `coa`/`failed`; both failing is `api`/`failed`; no NAS to ask is `none`/`failed`.
+    pub fn metric_labels(&self) -> (&'static str, &'static str) {
+        match (self.method, self.tried) {
+            (Method::Coa, _) => ("coa", "success"),
+            (Method::Api, _) => ("api", "success"),
+            (Method::Unreachable, "coa+api") => ("api", "failed"),
+            (Method::Unreachable, "coa") => ("coa", "failed"),
+            (Method::Unreachable, _) => ("none", "failed"),
+        }
+    }
+}
+
 /// One disconnect attempt, as the audit log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
@@ -97,7 +112,8 @@ impl Disconnector {
                 let session = session.clone();
                 tokio::spawn(async move {
                     let attempt = this.attempt(&session).await;
-                    m::disconnect(attempt.method.as_str(), attempt.tried);
+                    let (method, result) = attempt.metric_labels();
+                    m::disconnect(method, result);
                     if matches!(attempt.method, Method::Coa | Method::Api) {
                         // If the store cannot take it now, the NAS's own Stop (or the
                         // sweeper) still closes the row; the disconnect itself happened.

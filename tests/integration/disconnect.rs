@@ -882,14 +882,14 @@ fn assert_no_secrets(text: &str, what: &str) {
     }
 }
 
-/// `radacctd_disconnects_total{method=…,tried=…}`. The recorder is shared by every test
+/// `radacctd_disconnects_total{method=…,result=…}`. The recorder is shared by every test
 /// in this process, so callers compare before and after.
-async fn disconnects_metric(h: &Harness, method: &str, tried: &str) -> f64 {
+async fn disconnects_metric(h: &Harness, method: &str, result: &str) -> f64 {
     let (status, text) = h.http_get("/metrics").await;
     assert_eq!(status, 200);
     assert_no_secrets(&text, "/metrics");
     let m = format!("method=\"{method}\"");
-    let t = format!("tried=\"{tried}\"");
+    let t = format!("result=\"{result}\"");
     text.lines()
         .filter(|l| {
             l.starts_with("radacctd_disconnects_total{") && l.contains(&m) && l.contains(&t)
@@ -916,7 +916,7 @@ async fn coa_ack_closes_the_session_at_once_as_admin_reset_and_the_nas_stop_comp
     let (id, t0) = open_session(&h, USER).await;
     let count_before = open_count(&h).await;
     assert!(is_online(&h, USER).await);
-    let metric_before = disconnects_metric(&h, "coa", "coa").await;
+    let metric_before = disconnects_metric(&h, "coa", "success").await;
     let mut changes = h.server.changes.subscribe();
 
     let before = i64::from(now());
@@ -979,8 +979,8 @@ async fn coa_ack_closes_the_session_at_once_as_admin_reset_and_the_nas_stop_comp
     assert_attempt(&audit[0], id, "coa", "coa_ack");
     assert_eq!(audit[0].error_cause, None);
     assert!(
-        disconnects_metric(&h, "coa", "coa").await >= metric_before + 1.0,
-        "radacctd_disconnects_total{{method=\"coa\"}} did not move"
+        disconnects_metric(&h, "coa", "success").await >= metric_before + 1.0,
+        "radacctd_disconnects_total{{method=\"coa\",result=\"success\"}} did not move"
     );
 
     // The NAS's own Stop (what MikroTik sends after tearing the session down) completes it.
@@ -1026,7 +1026,7 @@ async fn nak_falls_back_to_the_routeros_api_which_removes_the_session(b: Backend
     configure_nas(&h, nas.port(), Some((router.port, API_PASSWORD))).await;
     let (id, _) = open_session(&h, USER).await;
     let count_before = open_count(&h).await;
-    let metric_before = disconnects_metric(&h, "api", "coa+api").await;
+    let metric_before = disconnects_metric(&h, "api", "success").await;
 
     let before = i64::from(now());
     let (status, body, took) = disconnect(&h, id, &disconnector()).await;
@@ -1080,7 +1080,7 @@ async fn nak_falls_back_to_the_routeros_api_which_removes_the_session(b: Backend
         audit[0].error_cause.as_deref(),
         Some("Session-Context-Not-Found")
     );
-    assert!(disconnects_metric(&h, "api", "coa+api").await >= metric_before + 1.0);
+    assert!(disconnects_metric(&h, "api", "success").await >= metric_before + 1.0);
 }
 
 /// No answer to the Disconnect-Request (retransmitted, unchanged, for 3 s) and the RouterOS
@@ -1093,7 +1093,7 @@ async fn coa_silence_and_refused_api_is_503_nas_unreachable_and_writes_nothing(b
     let (id, _) = open_session(&h, USER).await;
     let rows_before = h.rows().await;
     let count_before = open_count(&h).await;
-    let metric_before = disconnects_metric(&h, "unreachable", "coa+api").await;
+    let metric_before = disconnects_metric(&h, "api", "failed").await;
 
     let (status, body, took) = disconnect(&h, id, &disconnector()).await;
 
@@ -1118,7 +1118,7 @@ async fn coa_silence_and_refused_api_is_503_nas_unreachable_and_writes_nothing(b
     assert_attempt(&audit[0], id, "coa+api", "failed");
     assert_eq!(audit[0].error_cause, None, "silence is not a NAK");
     assert!(audit[0].rtt_ms.unwrap() >= 2900, "{:?}", audit[0]);
-    assert!(disconnects_metric(&h, "unreachable", "coa+api").await >= metric_before + 1.0);
+    assert!(disconnects_metric(&h, "api", "failed").await >= metric_before + 1.0);
 }
 
 /// Idempotent: once a session is closed — by our disconnect or by the NAS's own Stop —
@@ -1133,6 +1133,7 @@ async fn disconnecting_a_closed_session_is_already_closed_every_time(b: Backend)
 
     assert_eq!(disconnect(&h, id, &tok).await.1, ok("coa"));
     let row = h.rows().await;
+    let closed_before = disconnects_metric(&h, "none", "already_closed").await;
     for method in ["POST", "POST", "DELETE"] {
         let (status, body, _) = request(&h, method, &id.to_string(), &tok).await;
         assert_eq!((status, body), (200, already_closed()), "{method}");
@@ -1157,6 +1158,10 @@ async fn disconnecting_a_closed_session_is_already_closed_every_time(b: Backend)
         assert_eq!((status, body), (200, already_closed()));
     }
     assert_eq!(nas.count(), 1);
+    assert!(
+        disconnects_metric(&h, "none", "already_closed").await >= closed_before + 5.0,
+        "already_closed answers are counted"
+    );
 
     let audit = audit_rows(&h).await;
     let results: Vec<&str> = audit.iter().map(|a| a.result.as_str()).collect();

@@ -169,7 +169,7 @@ impl Engine {
     async fn apply(&self, work: &mut Work, r: &Record) -> Result<(), StoreError> {
         match r.status {
             StatusType::AccountingOn | StatusType::AccountingOff => {
-                self.nas_reboot(work, r);
+                self.nas_reboot(work, r).await?;
                 Ok(())
             }
             StatusType::AdminReset | StatusType::IdleTimeout => self.server_close(work, r).await,
@@ -352,10 +352,17 @@ impl Engine {
                 Some("Stop")
             }
             // The server closed it; the NAS's own Stop completes the row.
+            // Its session time and stop time are the NAS's, even when smaller than what
+            // radacctd estimated at its close (clock offset, rounding): the NAS measured
+            // the session. Octet counters still never go backwards.
             (StatusType::Stop, Some(StopSource::Server)) => {
                 advance(row, r);
-                row.stop = Some(r.event_time.max(row.start));
-                row.update = row.update.max(r.event_time);
+                if let Some(t) = r.session_time {
+                    row.session_time = t;
+                }
+                let stop = r.event_time.max(row.start);
+                row.stop = Some(stop);
+                row.update = stop;
                 if r.connectinfo.is_some() {
                     row.connectinfo_stop.clone_from(&r.connectinfo);
                 }
@@ -449,19 +456,31 @@ impl Engine {
         Ok(())
     }
 
-    fn nas_reboot(&self, work: &mut Work, r: &Record) {
-        // Open rows of this NAS already in the batch, then the rest from the index.
-        for s in self.index.open_for_nas(r.nas_ip) {
-            if !work.by_key.contains_key(&s.key) {
-                let i = work.push((*s).clone(), false);
-                work.by_key.insert(
-                    s.key,
-                    KeyRows {
-                        rows: vec![i],
-                        complete: false,
-                    },
-                );
+    async fn nas_reboot(&self, work: &mut Work, r: &Record) -> Result<(), StoreError> {
+        // Open rows of this NAS already in the batch, then the rest from the index, then
+        // any the index does not hold (another node's or FreeRADIUS's rows) from the
+        // database. The newest copy of a row wins: batch, then index, then database.
+        let indexed = self.index.open_for_nas(r.nas_ip);
+        let stored = self.store.open_for_nas(r.nas_ip, r.event_time).await?;
+        let candidates = indexed.iter().map(|s| &**s).chain(stored.iter());
+        for s in candidates {
+            let present = work.by_key.get(&s.key).is_some_and(|k| {
+                k.rows
+                    .iter()
+                    .any(|&i| work.rows[i].radacctid == s.radacctid)
+            });
+            if present {
+                continue;
             }
+            let i = work.push(s.clone(), false);
+            work.by_key
+                .entry(s.key)
+                .or_insert_with(|| KeyRows {
+                    rows: Vec::new(),
+                    complete: false,
+                })
+                .rows
+                .push(i);
         }
         let targets: Vec<usize> = (0..work.rows.len())
             .filter(|&i| {
@@ -482,6 +501,7 @@ impl Engine {
             work.events.push((i, ev));
             work.usernames.insert(u);
         }
+        Ok(())
     }
 }
 

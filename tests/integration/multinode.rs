@@ -71,3 +71,45 @@ async fn a_stale_node_cannot_reopen_or_rewind_a_row_the_other_node_closed() {
 
     b.stop().await;
 }
+
+/// Accounting-On reaching the node that never saw the sessions' Starts still closes them
+/// all as NAS-Reboot: the open rows of that NAS are read from the database, not only from
+/// the node's own index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounting_on_on_the_other_node_closes_every_session_of_the_nas() {
+    if skip_postgres() {
+        return;
+    }
+    let a = Harness::start(Backend::Postgres).await;
+    let b = Server::start(config(&a.db, "")).await.unwrap();
+    let to_b = RadClient::new(b.radius_addr, SECRET).await;
+    let t0 = now() - 300;
+    for (u, sid) in [("r1@example.lb", "8200aa01"), ("r2@example.lb", "8200aa02")] {
+        a.client.send(&Acct::start(u, sid).at(t0)).await;
+    }
+    assert_eq!(a.rows().await.len(), 2);
+    assert_eq!(b.index.len(), 0, "node B never saw the Starts");
+
+    let on = Acct {
+        attrs: vec![
+            (
+                radacctd::radius::attr::ACCT_STATUS_TYPE,
+                7u32.to_be_bytes().to_vec(),
+            ),
+            (radacctd::radius::attr::NAS_IP_ADDRESS, vec![127, 0, 0, 1]),
+            (
+                radacctd::radius::attr::EVENT_TIMESTAMP,
+                (t0 + 100).to_be_bytes().to_vec(),
+            ),
+        ],
+    };
+    to_b.send(&on).await;
+    let rows = a.rows().await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r.cause.as_deref(), Some("NAS-Reboot"), "{r:?}");
+        assert_eq!(r.stop, Some(i64::from(t0 + 100)), "{r:?}");
+        assert_eq!(r.session_time, Some(100), "{r:?}");
+    }
+    b.stop().await;
+}

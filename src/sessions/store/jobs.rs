@@ -46,6 +46,43 @@ impl Store {
         Ok(())
     }
 
+    /// Open rows of the NAS at `nas_ip` that started at or before `before`, read from the
+    /// database: Accounting-On/Off closes them all, including rows this node's index does
+    /// not hold (written by another node sharing the database, or by FreeRADIUS).
+    pub async fn open_for_nas(
+        &self,
+        nas_ip: std::net::IpAddr,
+        before: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        macro_rules! fetch {
+            ($pool:expr, $source:expr, $cond:expr) => {{
+                let sql = format!("{} WHERE {}", $source, $cond);
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(nas_ip.to_string())
+                    .bind(before)
+                    .fetch_all($pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| session_from_row!(r).map_err(StoreError::from))
+                    .collect()
+            }};
+        }
+        match self {
+            Store::Sqlite(s) => fetch!(
+                s.pool(),
+                sqlite::ROW_SOURCE,
+                "acctstoptime IS NULL AND nasipaddress = ?1 \
+                 AND acctstarttime <= datetime(?2, 'unixepoch')"
+            ),
+            Store::Postgres(s) => fetch!(
+                s.pool(),
+                postgres::ROW_SOURCE,
+                "acctstoptime IS NULL AND nasipaddress = $1::inet \
+                 AND acctstarttime <= to_timestamp($2)"
+            ),
+        }
+    }
+
     /// Open sessions not updated since `cutoff`, oldest update first, at most `limit`.
     pub async fn stale_sessions(
         &self,

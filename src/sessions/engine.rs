@@ -426,6 +426,24 @@ impl Engine {
         if !has_target(work) {
             self.complete(work, r.key).await?;
         }
+        if !has_target(work) {
+            // A row another writer inserted with an acctuniqueid that is not 32 hex digits
+            // (and no sessionkey) cannot be found by key: read it by its id, so the
+            // sweeper can still close it instead of selecting it again every sweep.
+            if let Some(s) = self.store.session_by_id(target).await?
+                && s.key == r.key
+            {
+                let i = work.push(s, false);
+                work.by_key
+                    .entry(r.key)
+                    .or_insert_with(|| KeyRows {
+                        rows: Vec::new(),
+                        complete: false,
+                    })
+                    .rows
+                    .push(i);
+            }
+        }
         let rows = work
             .by_key
             .get(&r.key)

@@ -18,6 +18,7 @@ both_backends!(
     archiver_never_deletes_a_row_it_could_not_copy,
     sweeper_closes_stale_sessions_as_idle_timeout_and_keeps_fresh_ones,
     sweeper_resyncs_the_online_flag,
+    sweeper_closes_a_foreign_row_whose_acctuniqueid_is_not_hex,
     archiver_moves_old_closed_sessions_with_their_history,
     archiver_interrupted_mid_batch_loses_and_duplicates_nothing,
 );
@@ -151,6 +152,52 @@ async fn sweeper_resyncs_the_online_flag(b: Backend) {
         h.store().subscriber_online("live").await.unwrap(),
         Some(true)
     );
+    h.server.stop().await;
+}
+
+/// A row another writer inserted after start (so not in the index), whose acctuniqueid is
+/// not FreeRADIUS's 32 hex digits and which has no sessionkey: it cannot be found by key,
+/// yet the sweeper must close it rather than select it again on every sweep.
+async fn sweeper_closes_a_foreign_row_whose_acctuniqueid_is_not_hex(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = i64::from(now()) - 4000;
+    match h.store() {
+        radacctd::sessions::Store::Sqlite(s) => {
+            sqlx::query(
+                "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, \
+                 acctstarttime, acctupdatetime) VALUES ('f1', 'foreign-f1', 'foreign', \
+                 '10.1.1.1', datetime(?1, 'unixepoch'), datetime(?2, 'unixepoch'))",
+            )
+            .bind(t0)
+            .bind(t0 + 100)
+            .execute(s.pool())
+            .await
+            .unwrap();
+        }
+        radacctd::sessions::Store::Postgres(s) => {
+            sqlx::query(
+                "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, \
+                 acctstarttime, acctupdatetime) VALUES ('f1', 'foreign-f1', 'foreign', \
+                 '10.1.1.1', to_timestamp($1), to_timestamp($2))",
+            )
+            .bind(t0)
+            .bind(t0 + 100)
+            .execute(s.pool())
+            .await
+            .unwrap();
+        }
+    }
+    assert_eq!(h.server.index.len(), 0, "written behind radacctd's back");
+    let report = sweeper(&h).run_once(i64::from(now())).await.unwrap();
+    assert_eq!(report.closed, 1);
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].acctuniqueid, "foreign-f1", "the row keeps its id");
+    assert_eq!(rows[0].cause.as_deref(), Some("NAS-Idle-Timeout"));
+    assert_eq!(rows[0].stop, Some(t0 + 100), "stop time = last update");
+    assert_eq!(rows[0].session_time, Some(100));
+    let again = sweeper(&h).run_once(i64::from(now())).await.unwrap();
+    assert_eq!(again.closed, 0, "nothing left to sweep");
     h.server.stop().await;
 }
 

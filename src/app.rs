@@ -134,6 +134,7 @@ impl Server {
             job_tasks.spawn(
                 crate::jobs::sweeper::Sweeper {
                     store: store.clone(),
+                    index: Arc::clone(&index),
                     closer: closer.clone(),
                     interval: config.jobs.sweep_interval,
                     stale_after: config.jobs.stale_after,

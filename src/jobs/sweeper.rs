@@ -16,6 +16,11 @@
 //! The rest get a full threshold to send their next Interim-Update. The first sweep runs
 //! one `sweep_interval` after start, so ghost sessions in a database radacctd has not run
 //! on (no heartbeat) are cleared on the normal cadence.
+//!
+//! Each sweep also reconciles the index with the database: an open session in memory whose
+//! row is no longer open in `radacct` — closed by another radacctd node sharing the
+//! database, by FreeRADIUS, or by an operator's SQL — leaves the index, so the live count
+//! and active list stop showing it within one sweep interval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics as m;
 use crate::sessions::model::Timestamp;
 use crate::sessions::writer::Closer;
-use crate::sessions::{Record, Store};
+use crate::sessions::{Index, Record, Store};
 
 /// The cutoff of a sweep at `now` by a server started at `started`, whose previous
 /// heartbeat (if any) was written at `last_alive`: the steady-state `now − stale_after`,
@@ -50,6 +55,7 @@ const MAX_PER_SWEEP: i64 = 50_000;
 
 pub struct Sweeper {
     pub store: Store,
+    pub index: Arc<Index>,
     pub closer: Arc<dyn Closer>,
     pub interval: Duration,
     pub stale_after: Duration,
@@ -61,6 +67,8 @@ pub struct Report {
     /// sweeper looked (the engine re-checks).
     pub closed: u64,
     pub online_changed: u64,
+    /// Index entries dropped because their row is no longer open in the database.
+    pub evicted: u64,
 }
 
 impl Sweeper {
@@ -96,10 +104,37 @@ impl Sweeper {
         }
         let online_changed = self.store.sync_online().await?;
         m::sweeper(committed);
+        let evicted = self.reconcile().await?;
         Ok(Report {
             closed: committed,
             online_changed,
+            evicted,
         })
+    }
+
+    /// Drop index entries whose row is no longer open in the database. The ids are taken
+    /// from the index *before* the database is asked, so each was committed before the
+    /// query ran: a session opened meanwhile is never mistaken for a closed one.
+    pub async fn reconcile(&self) -> Result<u64, crate::sessions::store::StoreError> {
+        let ids: Vec<i64> = self.index.snapshot().iter().map(|s| s.radacctid).collect();
+        let mut evicted = 0u64;
+        for chunk in ids.chunks(10_000) {
+            let open: std::collections::HashSet<i64> =
+                self.store.still_open(chunk).await?.into_iter().collect();
+            for &id in chunk.iter().filter(|id| !open.contains(id)) {
+                if let Some(s) = self.index.get_by_id(id) {
+                    let mut gone = (*s).clone();
+                    gone.stop = Some(gone.update.max(gone.start));
+                    self.index.apply(&gone);
+                    evicted += 1;
+                    tracing::info!(
+                        radacctid = id,
+                        "session closed outside this node; removed from the index"
+                    );
+                }
+            }
+        }
+        Ok(evicted)
     }
 
     pub async fn run(self, stop: CancellationToken) {
@@ -130,10 +165,11 @@ impl Sweeper {
                 .sweep(cutoff(now, started, last_alive, self.stale_after))
                 .await
             {
-                Ok(r) if r.closed > 0 || r.online_changed > 0 => {
+                Ok(r) if r.closed > 0 || r.online_changed > 0 || r.evicted > 0 => {
                     tracing::info!(
                         closed = r.closed,
                         online_changed = r.online_changed,
+                        evicted = r.evicted,
                         "stale-session sweep"
                     );
                 }

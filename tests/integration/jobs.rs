@@ -19,6 +19,7 @@ both_backends!(
     sweeper_closes_stale_sessions_as_idle_timeout_and_keeps_fresh_ones,
     sweeper_resyncs_the_online_flag,
     sweeper_closes_a_foreign_row_whose_acctuniqueid_is_not_hex,
+    sweep_drops_index_entries_whose_row_was_closed_outside_radacctd,
     archiver_moves_old_closed_sessions_with_their_history,
     archiver_interrupted_mid_batch_loses_and_duplicates_nothing,
 );
@@ -26,6 +27,7 @@ both_backends!(
 fn sweeper(h: &Harness) -> Sweeper {
     Sweeper {
         store: h.store().clone(),
+        index: Arc::clone(&h.server.index),
         closer: Arc::clone(&h.server.api.closer),
         interval: Duration::from_secs(300),
         stale_after: Duration::from_secs(1800),
@@ -198,6 +200,45 @@ async fn sweeper_closes_a_foreign_row_whose_acctuniqueid_is_not_hex(b: Backend) 
     assert_eq!(rows[0].session_time, Some(100));
     let again = sweeper(&h).run_once(i64::from(now())).await.unwrap();
     assert_eq!(again.closed, 0, "nothing left to sweep");
+    h.server.stop().await;
+}
+
+/// An operator (or FreeRADIUS, or another node) closes a row in SQL: the next sweep drops
+/// it from the index, so the count and the active list stop showing it; open rows stay.
+async fn sweep_drops_index_entries_whose_row_was_closed_outside_radacctd(b: Backend) {
+    let h = Harness::start(b).await;
+    let t = now() - 30;
+    h.client.send(&Acct::start("kept", "1").at(t)).await;
+    h.client
+        .send(&Acct::start("closed-by-sql", "2").at(t))
+        .await;
+    assert_eq!(h.server.index.len(), 2);
+    let sql = "UPDATE radacct SET acctstoptime = acctstarttime, \
+               acctterminatecause = 'Admin-Reset' WHERE username = 'closed-by-sql'";
+    match h.store() {
+        radacctd::sessions::Store::Sqlite(s) => {
+            sqlx::query(sql).execute(s.pool()).await.unwrap();
+        }
+        radacctd::sessions::Store::Postgres(s) => {
+            sqlx::query(sql).execute(s.pool()).await.unwrap();
+        }
+    }
+    let report = sweeper(&h).run_once(i64::from(now())).await.unwrap();
+    assert_eq!((report.closed, report.evicted), (0, 1), "{report:?}");
+    assert_eq!(h.server.index.len(), 1);
+    let (_, v) = api_json(&h, "/api/sessions/count", Some(&admin_token())).await;
+    assert_eq!(v["count"], 1);
+    let (_, v) = api_json(&h, "/api/sessions", Some(&admin_token())).await;
+    assert_eq!(v["data"][0]["username"], "kept", "{v}");
+    let rows = h.rows().await;
+    let sql_closed = rows.iter().find(|r| r.username == "closed-by-sql").unwrap();
+    assert_eq!(
+        sql_closed.cause.as_deref(),
+        Some("Admin-Reset"),
+        "row untouched"
+    );
+    let again = sweeper(&h).run_once(i64::from(now())).await.unwrap();
+    assert_eq!(again.evicted, 0);
     h.server.stop().await;
 }
 

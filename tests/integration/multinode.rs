@@ -113,3 +113,39 @@ async fn accounting_on_on_the_other_node_closes_every_session_of_the_nas() {
     }
     b.stop().await;
 }
+
+/// The node that still holds a session another node closed drops it from its index at its
+/// next sweep, so its live count is right again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stale_node_drops_the_session_from_its_index_at_the_next_sweep() {
+    if skip_postgres() {
+        return;
+    }
+    let a = Harness::start(Backend::Postgres).await;
+    let b = Server::start(config(&a.db, "")).await.unwrap();
+    let to_b = RadClient::new(b.radius_addr, SECRET).await;
+    let t0 = now() - 200;
+    a.client.send(&Acct::start(USER, SID).at(t0).port(7)).await;
+    to_b.send(
+        &Acct::stop(USER, SID)
+            .at(t0 + 100)
+            .port(7)
+            .time(100)
+            .cause(USER_REQUEST),
+    )
+    .await;
+    assert_eq!(a.server.index.len(), 1, "node A's copy is stale");
+    let sweeper = radacctd::jobs::sweeper::Sweeper {
+        store: a.store().clone(),
+        index: std::sync::Arc::clone(&a.server.index),
+        closer: std::sync::Arc::clone(&a.server.api.closer),
+        interval: std::time::Duration::from_secs(300),
+        stale_after: std::time::Duration::from_secs(1800),
+    };
+    let report = sweeper.run_once(i64::from(now())).await.unwrap();
+    assert_eq!((report.closed, report.evicted), (0, 1), "{report:?}");
+    assert_eq!(a.server.index.len(), 0);
+    let rows = a.rows().await;
+    assert_eq!(rows[0].cause.as_deref(), Some("User-Request"), "{rows:?}");
+    b.stop().await;
+}

@@ -118,6 +118,30 @@ impl Store {
         }
     }
 
+    /// Which of `ids` are rows still open in `radacct` (the index reconciliation: an index
+    /// entry whose row another writer closed or deleted is stale).
+    pub async fn still_open(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+                Ok(sqlx::query_scalar(
+                    "SELECT radacctid FROM radacct WHERE acctstoptime IS NULL \
+                     AND radacctid IN (SELECT value FROM json_each(?1))",
+                )
+                .bind(list)
+                .fetch_all(s.pool())
+                .await?)
+            }
+            Store::Postgres(s) => Ok(sqlx::query_scalar(
+                "SELECT radacctid FROM radacct WHERE acctstoptime IS NULL \
+                 AND radacctid = ANY($1)",
+            )
+            .bind(ids)
+            .fetch_all(s.pool())
+            .await?),
+        }
+    }
+
     /// Make `subscribers.is_online` true exactly for usernames with an open row; returns
     /// how many subscribers changed.
     pub async fn sync_online(&self) -> Result<u64, StoreError> {

@@ -344,6 +344,19 @@ async fn read_loop(
                 End::Server(d) => tracing::debug!(reason = d.reason, "live stream ended"),
                 End::Client => tracing::debug!("live stream closed"),
             }
+            // Shutdown or expiry can win the race against changes already broadcast but
+            // not yet received here: those were committed before, so they still go out.
+            if let End::Server(d) = end
+                && d.flushes()
+            {
+                while let Ok(change) = changes.try_recv() {
+                    if scope.borrow().allows(&change.session.fields.username)
+                        && let Some(stop) = event_message(&change).and_then(push)
+                    {
+                        return stop;
+                    }
+                }
+            }
             return end;
         }
     }

@@ -1,6 +1,8 @@
 //! `GET /api/sessions`, `/count`, `/active`, `/:id`: open sessions from the index, closed
 //! and all from the database, always within the caller's scope.
 
+use std::cmp::Ordering;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use axum::Json;
@@ -26,15 +28,9 @@ pub async fn list(
     let p = ListParams::parse(&Params::parse(raw.as_deref()))?;
     let scope = Scope::of(&caller, &state.store).await?;
     let (data, total) = if p.status == StatusFilter::Active {
-        let all = active(&state.index, &scope, &p);
-        let total = all.len();
-        let page: Vec<_> = all
-            .iter()
-            .skip(usize::try_from(p.offset()).unwrap_or(usize::MAX))
-            .take(p.limit as usize)
-            .map(|s| view::json(s))
-            .collect();
-        (page, total as i64)
+        let (page, total) = active_page(&state.index, &scope, &p);
+        let page: Vec<_> = page.iter().map(|s| view::json(s)).collect();
+        (page, i64::try_from(total).unwrap_or(i64::MAX))
     } else {
         let q = p.query(scope.filter());
         let rows = state.store.list_sessions(&q).await?;
@@ -131,28 +127,97 @@ pub async fn find(state: &AppState, id: &str) -> Result<Arc<Session>, ApiError> 
         .ok_or(ApiError::SessionNotFound)
 }
 
-/// Open sessions in scope matching the filters, sorted as asked.
+/// One page of the open sessions in scope matching the filters, sorted as asked, and how
+/// many match in all. By start time (the default) the page is read from the index's
+/// start-time order: without filters in O(offset + limit), with filters in one pass and
+/// without sorting. The other sorts select the page's rows before sorting only those.
+pub fn active_page(index: &Index, scope: &Scope, p: &ListParams) -> (Vec<Arc<Session>>, usize) {
+    let offset = usize::try_from(p.offset()).unwrap_or(usize::MAX);
+    let limit = usize::try_from(p.limit).unwrap_or(0);
+    let unfiltered = scope.is_all()
+        && p.nas_id.is_none()
+        && p.from.is_none()
+        && p.to.is_none()
+        && p.search.is_none();
+    if p.sort == SortKey::StartTime && unfiltered {
+        return index.page_by_start(p.descending, offset, limit);
+    }
+    let wanted = filter(scope, p);
+    if p.sort == SortKey::StartTime {
+        let mut page = Vec::new();
+        let mut total = 0usize;
+        index.walk_by_start(p.descending, |s| {
+            if wanted(s) {
+                if total >= offset && page.len() < limit {
+                    page.push(Arc::clone(s));
+                }
+                total += 1;
+            }
+            ControlFlow::Continue(())
+        });
+        return (page, total);
+    }
+    let mut all = index.collect_where(wanted);
+    let total = all.len();
+    if offset >= total {
+        return (Vec::new(), total);
+    }
+    let end = offset.saturating_add(limit).min(total);
+    let order = order_by(p);
+    if end < total {
+        all.select_nth_unstable_by(end, |a, b| order(a, b));
+        all.truncate(end);
+    }
+    all.sort_unstable_by(|a, b| order(a, b));
+    all.drain(..offset);
+    (all, total)
+}
+
+/// Open sessions in scope matching the filters, sorted as asked (export, `/active`).
 pub fn active(index: &Index, scope: &Scope, p: &ListParams) -> Vec<Arc<Session>> {
+    let wanted = filter(scope, p);
+    if p.sort == SortKey::StartTime {
+        let mut out = Vec::new();
+        index.walk_by_start(p.descending, |s| {
+            if wanted(s) {
+                out.push(Arc::clone(s));
+            }
+            ControlFlow::Continue(())
+        });
+        return out;
+    }
+    let mut out = index.collect_where(wanted);
+    let order = order_by(p);
+    out.sort_unstable_by(|a, b| order(a, b));
+    out
+}
+
+/// The filters of `p` and the caller's scope as one predicate.
+fn filter<'a>(scope: &'a Scope, p: &'a ListParams) -> impl Fn(&Session) -> bool + 'a {
     let needle = p.search.as_deref().map(str::to_lowercase);
-    let mut out = index.collect_where(|s| {
+    move |s: &Session| {
         scope.allows(&s.fields.username)
             && p.nas_id.is_none_or(|n| s.nas_id == Some(n))
             && p.from.is_none_or(|f| s.start >= f)
             && p.to.is_none_or(|t| s.start <= t)
             && needle.as_deref().is_none_or(|n| matches_search(s, n))
-    });
-    let key = |s: &Session| match p.sort {
-        SortKey::StartTime => s.start,
-        SortKey::InputOctets => s.input_octets,
-        SortKey::OutputOctets => s.output_octets,
-        SortKey::SessionTime => s.session_time,
-    };
-    if p.descending {
-        out.sort_unstable_by_key(|s| std::cmp::Reverse((key(s), s.radacctid)));
-    } else {
-        out.sort_unstable_by_key(|s| (key(s), s.radacctid));
     }
-    out
+}
+
+/// The order of `p`'s sort: its column, then `radacctid`, reversed when descending — the
+/// same order the index's start-time walk gives.
+fn order_by(p: &ListParams) -> impl Fn(&Session, &Session) -> Ordering {
+    let (sort, descending) = (p.sort, p.descending);
+    move |a: &Session, b: &Session| {
+        let key = |s: &Session| match sort {
+            SortKey::StartTime => s.start,
+            SortKey::InputOctets => s.input_octets,
+            SortKey::OutputOctets => s.output_octets,
+            SortKey::SessionTime => s.session_time,
+        };
+        let ord = (key(a), a.radacctid).cmp(&(key(b), b.radacctid));
+        if descending { ord.reverse() } else { ord }
+    }
 }
 
 /// Case-insensitive substring match, like the SQL `ILIKE '%…%'` used for closed sessions.

@@ -22,6 +22,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use super::index::Index;
 use super::key::{SessionKey, derived_uniqueid};
 use super::model::{Event, Record, Session, StatusType, StopSource, Timestamp};
@@ -145,25 +147,25 @@ impl Engine {
     }
 
     /// Rebuild the index from the open rows of `radacct`; returns how many were loaded.
+    /// Rows go from the query's stream straight into the index (no list of rows, no copy),
+    /// which keeps the newest open row of a key when there are several (`Index::load`).
+    /// On error the index is left empty.
     pub async fn rebuild_index(&self) -> Result<usize, StoreError> {
-        let open = self.store.open_sessions().await?;
         self.index.clear();
-        // Two open rows of one key can exist in a database FreeRADIUS also wrote to; the
-        // newest one is the live session.
-        let mut newest: HashMap<SessionKey, Session> = HashMap::with_capacity(open.len());
-        for s in open {
-            match newest.get(&s.key) {
-                Some(have) if (have.start, have.radacctid) >= (s.start, s.radacctid) => {}
-                _ => {
-                    newest.insert(s.key, s);
+        let mut rows = self.store.open_sessions();
+        while let Some(row) = rows.next().await {
+            match row {
+                Ok(session) => {
+                    self.index.load(session);
+                }
+                Err(e) => {
+                    drop(rows);
+                    self.index.clear();
+                    return Err(e);
                 }
             }
         }
-        let n = newest.len();
-        for s in newest.values() {
-            self.index.apply(s);
-        }
-        Ok(n)
+        Ok(self.index.len())
     }
 
     async fn apply(&self, work: &mut Work, r: &Record) -> Result<(), StoreError> {
@@ -329,11 +331,13 @@ impl Engine {
     fn update_row(&self, work: &mut Work, i: usize, r: &Record) {
         let row = &mut work.rows[i];
         let was_open = row.is_open();
+        // Whether this packet changes only the row's progress (times and counters).
+        let mut progress = true;
         let event = match (r.status, row.stop_source) {
             // A repeated Start changes nothing.
             (StatusType::Start, _) => None,
             (StatusType::InterimUpdate, None) => {
-                row.fields.fill_missing_from(&r.fields);
+                progress = !row.fields.fill_missing_from(&r.fields);
                 let changed = advance(row, r);
                 if r.event_time > row.update {
                     row.interval = Some(r.event_time - row.update);
@@ -342,6 +346,7 @@ impl Engine {
                 changed.then_some("Interim-Update")
             }
             (StatusType::Stop, None) => {
+                progress = false;
                 row.fields.fill_missing_from(&r.fields);
                 advance(row, r);
                 row.stop = Some(r.event_time.max(row.start));
@@ -356,6 +361,7 @@ impl Engine {
             // radacctd estimated at its close (clock offset, rounding): the NAS measured
             // the session. Octet counters still never go backwards.
             (StatusType::Stop, Some(StopSource::Server)) => {
+                progress = false;
                 advance(row, r);
                 if let Some(t) = r.session_time {
                     row.session_time = t;
@@ -397,7 +403,7 @@ impl Engine {
                 output_octets: r.output_octets.unwrap_or(ev.output_octets),
                 ..ev
             };
-            work.dirty[i] = true;
+            work.touch(i, progress);
             work.events.push((i, ev));
             if was_open != work.rows[i].is_open() {
                 let u = work.rows[i].fields.username.clone();
@@ -468,7 +474,7 @@ impl Engine {
         s.stop_source = Some(StopSource::Server);
         let ev = event_of(s, "Stop", stop, StopSource::Server);
         let u = s.fields.username.clone();
-        work.dirty[i] = true;
+        work.touch(i, false);
         work.events.push((i, ev));
         work.usernames.insert(u);
         Ok(())
@@ -515,7 +521,7 @@ impl Engine {
             s.stop_source = Some(StopSource::Server);
             let ev = event_of(s, "Stop", r.event_time, StopSource::Server);
             let u = s.fields.username.clone();
-            work.dirty[i] = true;
+            work.touch(i, false);
             work.events.push((i, ev));
             work.usernames.insert(u);
         }
@@ -547,7 +553,7 @@ fn close_lost_service(work: &mut Work, i: usize) {
     s.stop_source = Some(StopSource::Server);
     let ev = event_of(s, "Stop", stop, StopSource::Server);
     let u = s.fields.username.clone();
-    work.dirty[i] = true;
+    work.touch(i, false);
     work.events.push((i, ev));
     work.usernames.insert(u);
 }
@@ -600,6 +606,8 @@ fn event_of(s: &Session, kind: &'static str, time: Timestamp, source: StopSource
 struct Work {
     rows: Vec<Session>,
     dirty: Vec<bool>,
+    /// For a dirty row: only its progress changed (see `Batch::progress`).
+    progress: Vec<bool>,
     was_open: Vec<bool>,
     by_key: HashMap<SessionKey, KeyRows>,
     events: Vec<(usize, Event)>,
@@ -628,7 +636,16 @@ impl Work {
         self.was_open.push(!dirty && s.is_open());
         self.rows.push(s);
         self.dirty.push(dirty);
+        self.progress.push(false);
         self.rows.len() - 1
+    }
+
+    /// Mark row `i` changed; `progress` says whether this change was to its progress only
+    /// (update time, interval, session time, counters). A new row is never progress-only.
+    fn touch(&mut self, i: usize, progress: bool) {
+        let first = !self.dirty[i];
+        self.progress[i] = progress && (first || self.progress[i]);
+        self.dirty[i] = true;
     }
 
     /// The batch to commit, and for each of its rows whether it was open before.
@@ -636,17 +653,20 @@ impl Work {
         let mut remap = vec![usize::MAX; self.rows.len()];
         let mut rows = Vec::new();
         let mut was_open = Vec::new();
-        for (i, ((row, dirty), open)) in self
+        let mut progress = Vec::new();
+        for (i, (((row, dirty), open), only_progress)) in self
             .rows
             .into_iter()
             .zip(self.dirty)
             .zip(self.was_open)
+            .zip(self.progress)
             .enumerate()
         {
             if dirty {
                 remap[i] = rows.len();
                 rows.push(row);
                 was_open.push(open);
+                progress.push(only_progress);
             }
         }
         let events = self
@@ -663,6 +683,7 @@ impl Work {
         (
             Batch {
                 rows,
+                progress,
                 events,
                 usernames,
             },

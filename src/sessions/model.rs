@@ -80,14 +80,16 @@ impl Fields {
     /// Fill attributes this row lacks from a later packet of the same session. Values the
     /// row already has are kept: the Start is the authoritative description, and a later
     /// packet only completes it (an Interim is often the first to carry the address).
-    pub fn fill_missing_from(&mut self, other: &Fields) {
-        fn fill<T: Clone>(mine: &mut Option<T>, theirs: &Option<T>) {
-            if mine.is_none() {
+    /// Returns whether any attribute was filled.
+    pub fn fill_missing_from(&mut self, other: &Fields) -> bool {
+        let mut filled = false;
+        let mut fill = |mine: &mut Option<Box<str>>, theirs: &Option<Box<str>>| {
+            if mine.is_none() && theirs.is_some() {
                 mine.clone_from(theirs);
+                filled = true;
             }
-        }
+        };
         fill(&mut self.realm, &other.realm);
-        fill(&mut self.nasipaddress, &other.nasipaddress);
         fill(&mut self.nasportid, &other.nasportid);
         fill(&mut self.nasporttype, &other.nasporttype);
         fill(&mut self.acctauthentic, &other.acctauthentic);
@@ -96,12 +98,21 @@ impl Fields {
         fill(&mut self.callingstationid, &other.callingstationid);
         fill(&mut self.servicetype, &other.servicetype);
         fill(&mut self.framedprotocol, &other.framedprotocol);
-        fill(&mut self.framedipaddress, &other.framedipaddress);
         fill(&mut self.framedipv6address, &other.framedipv6address);
         fill(&mut self.framedipv6prefix, &other.framedipv6prefix);
         fill(&mut self.framedinterfaceid, &other.framedinterfaceid);
         fill(&mut self.delegatedipv6prefix, &other.delegatedipv6prefix);
         fill(&mut self.class, &other.class);
+        for (mine, theirs) in [
+            (&mut self.nasipaddress, other.nasipaddress),
+            (&mut self.framedipaddress, other.framedipaddress),
+        ] {
+            if mine.is_none() && theirs.is_some() {
+                *mine = theirs;
+                filled = true;
+            }
+        }
+        filled
     }
 }
 

@@ -14,6 +14,7 @@ both_backends!(
     one_batch_holding_two_sessions_of_a_key_closes_the_first,
     accounting_on_in_a_batch_closes_sessions_opened_earlier_in_it,
     rebuilt_index_matches_the_database,
+    interims_write_counters_and_filled_attributes_in_batches_of_any_size,
 );
 
 async fn engine(b: Backend) -> (Engine, Store, TestDb) {
@@ -159,4 +160,82 @@ async fn rebuilt_index_matches_the_database(b: Backend) {
         a, b,
         "index after commits equals index rebuilt from the database"
     );
+}
+
+/// Batches of sizes that cut into several multi-row statements (and one that does not),
+/// Interims that only advance counters (progress-only update) mixed with Interims that
+/// also fill a missing attribute (full update) and Stops, in one batch.
+async fn interims_write_counters_and_filled_attributes_in_batches_of_any_size(b: Backend) {
+    let (engine, store, _db) = engine(b).await;
+    let t0 = 1_800_000_000;
+    let n = 300; // 256 + 32 + 8 + 4: four INSERT statements on SQLite
+    let starts: Vec<Record> = (0..n)
+        .map(|i| {
+            record(
+                StatusType::Start,
+                &format!("u{i}"),
+                &i.to_string(),
+                t0,
+                None,
+            )
+        })
+        .collect();
+    let changed = engine.process(&starts).await.unwrap();
+    assert_eq!(changed.len(), n);
+    let mut ids: Vec<i64> = changed.iter().map(|c| c.session.radacctid).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "every new row got its own id");
+    for c in &changed {
+        let indexed = engine.index().get_by_id(c.session.radacctid).unwrap();
+        assert_eq!(
+            indexed.acctuniqueid, c.session.acctuniqueid,
+            "id matches its row"
+        );
+    }
+
+    let batch: Vec<Record> = (0..n)
+        .map(|i| {
+            let (user, sid) = (format!("u{i}"), i.to_string());
+            match i % 3 {
+                0 => record(StatusType::InterimUpdate, &user, &sid, t0 + 60, Some(60)),
+                1 => {
+                    let mut r = record(StatusType::InterimUpdate, &user, &sid, t0 + 60, Some(60));
+                    r.fields.framedipaddress = Some([10, 1, 0, (i % 250) as u8].into());
+                    r
+                }
+                _ => record(StatusType::Stop, &user, &sid, t0 + 60, Some(60)),
+            }
+        })
+        .collect();
+    engine.process(&batch).await.unwrap();
+    let rows = rows(&store).await;
+    assert_eq!(rows.len(), n);
+    for r in &rows {
+        let i: usize = r.username[1..].parse().unwrap();
+        assert_eq!(r.session_time, Some(60), "{r:?}");
+        assert_eq!((r.input, r.output), (Some(600), Some(1200)), "{r:?}");
+        assert_eq!(r.update, Some(t0 + 60), "{r:?}");
+        assert_eq!(r.nasipaddress, "10.0.0.1", "{r:?}");
+        match i % 3 {
+            0 => assert!(r.stop.is_none() && r.framedipaddress.is_none(), "{r:?}"),
+            1 => {
+                assert!(r.stop.is_none(), "{r:?}");
+                let want = format!("10.1.0.{}", i % 250);
+                assert_eq!(r.framedipaddress.as_deref(), Some(want.as_str()), "{r:?}");
+            }
+            _ => assert_eq!(r.stop, Some(t0 + 60), "{r:?}"),
+        }
+    }
+    // Each row: its Start, then its Interim or Stop.
+    for r in rows.iter().take(5) {
+        assert_eq!(store.events_for(r.radacctid).await.unwrap().len(), 2);
+    }
+    let open = 2 * n / 3;
+    assert_eq!(engine.index().len(), open);
+    let fresh = Engine::new(store.clone(), Arc::new(Index::new()), 60);
+    assert_eq!(fresh.rebuild_index().await.unwrap(), open);
+    for s in engine.index().snapshot() {
+        assert_eq!(fresh.index().get_by_id(s.radacctid).as_deref(), Some(&*s));
+    }
 }

@@ -17,6 +17,8 @@ pub mod sqlite;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use futures_util::stream::BoxStream;
+
 use crate::config::{DatabaseConfig, NasConfig};
 
 use super::key::SessionKey;
@@ -88,6 +90,11 @@ fn is_data_error(code: Option<&str>) -> bool {
 pub struct Batch {
     /// Rows with `radacctid == 0` are inserted, the others updated.
     pub rows: Vec<Session>,
+    /// Per row of `rows` (or empty: all `false`): `true` when only the row's progress
+    /// changed since it was read — `acctupdatetime`, `acctinterval`, `acctsessiontime`,
+    /// the octet counters — as an Interim-Update does. A store may then write only those
+    /// columns, which on SQLite spares rewriting the entries of every other index.
+    pub progress: Vec<bool>,
     /// History events as `(index into rows, event)`, in arrival order.
     pub events: Vec<(usize, Event)>,
     /// Usernames whose `subscribers.is_online` must be recomputed.
@@ -218,11 +225,12 @@ impl Store {
         Ok(map.remove(key).unwrap_or_default())
     }
 
-    /// Every open row, for rebuilding the index.
-    pub async fn open_sessions(&self) -> Result<Vec<Session>, StoreError> {
+    /// Every open row, for rebuilding the index: a stream, so that a million open sessions
+    /// are never all held as rows at once.
+    pub fn open_sessions(&self) -> BoxStream<'_, Result<Session, StoreError>> {
         match self {
-            Store::Sqlite(s) => s.open_sessions().await,
-            Store::Postgres(s) => s.open_sessions().await,
+            Store::Sqlite(s) => s.open_sessions(),
+            Store::Postgres(s) => s.open_sessions(),
         }
     }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use futures_util::stream::{BoxStream, StreamExt};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
@@ -366,14 +367,13 @@ impl PgStore {
             .collect()
     }
 
-    pub async fn open_sessions(&self) -> Result<Vec<Session>, StoreError> {
+    /// Every open row, streamed: decoded one at a time as the database returns them.
+    pub fn open_sessions(&self) -> BoxStream<'_, Result<Session, StoreError>> {
         let sql = format!("{ROW_SOURCE} WHERE acctstoptime IS NULL");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| session_from_row!(r).map_err(StoreError::from))
-            .collect()
+        sqlx::query(AssertSqlSafe(sql))
+            .fetch(&self.pool)
+            .map(|r| session_from_row!(&r?).map_err(StoreError::from))
+            .boxed()
     }
 
     pub async fn session_by_id(&self, radacctid: i64) -> Result<Option<Session>, StoreError> {

@@ -1,8 +1,10 @@
 //! SQLite backend: the embedded default. One file, WAL journal, `synchronous=FULL` unless
 //! configured otherwise, so that an acknowledged record survives power loss.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
+use futures_util::stream::{BoxStream, StreamExt};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -45,38 +47,167 @@ pub(crate) const ROW_SOURCE: &str = "SELECT radacctid, acctuniqueid, sessionkey,
 
 // FreeRADIUS's schema declares most text columns NOT NULL DEFAULT '', so absent values are
 // written as '' (COALESCE) rather than NULL.
-const INSERT_ROW: &str = "INSERT INTO radacct (acctsessionid, acctuniqueid, sessionkey, nas_id, \
-    username, realm, nasipaddress, nasportid, nasporttype, acctstarttime, acctupdatetime, \
-    acctstoptime, acctinterval, acctsessiontime, acctauthentic, connectinfo_start, \
-    connectinfo_stop, acctinputoctets, acctoutputoctets, calledstationid, callingstationid, \
-    acctterminatecause, servicetype, framedprotocol, framedipaddress, framedipv6address, \
-    framedipv6prefix, framedinterfaceid, delegatedipv6prefix, class, stopsource) VALUES \
-    (?1, ?2, ?3, ?4, ?5, COALESCE(?6, ''), COALESCE(?7, ''), ?8, ?9, \
-    datetime(?10, 'unixepoch'), datetime(?11, 'unixepoch'), datetime(?12, 'unixepoch'), \
-    ?13, ?14, ?15, ?16, ?17, ?18, ?19, COALESCE(?20, ''), COALESCE(?21, ''), \
-    COALESCE(?22, ''), ?23, ?24, COALESCE(?25, ''), COALESCE(?26, ''), COALESCE(?27, ''), \
-    COALESCE(?28, ''), COALESCE(?29, ''), ?30, ?31) RETURNING radacctid";
+const ROW_COLUMNS: &str = "acctsessionid, acctuniqueid, sessionkey, nas_id, username, realm, \
+    nasipaddress, nasportid, nasporttype, acctstarttime, acctupdatetime, acctstoptime, \
+    acctinterval, acctsessiontime, acctauthentic, connectinfo_start, connectinfo_stop, \
+    acctinputoctets, acctoutputoctets, calledstationid, callingstationid, acctterminatecause, \
+    servicetype, framedprotocol, framedipaddress, framedipv6address, framedipv6prefix, \
+    framedinterfaceid, delegatedipv6prefix, class, stopsource";
 
-const UPDATE_ROW: &str = "UPDATE radacct SET acctsessionid = ?1, acctuniqueid = ?2, \
-    sessionkey = ?3, nas_id = ?4, username = ?5, realm = COALESCE(?6, ''), \
-    nasipaddress = COALESCE(?7, ''), nasportid = ?8, nasporttype = ?9, \
-    acctstarttime = datetime(?10, 'unixepoch'), acctupdatetime = datetime(?11, 'unixepoch'), \
-    acctstoptime = datetime(?12, 'unixepoch'), acctinterval = ?13, acctsessiontime = ?14, \
-    acctauthentic = ?15, connectinfo_start = ?16, connectinfo_stop = ?17, \
-    acctinputoctets = ?18, acctoutputoctets = ?19, calledstationid = COALESCE(?20, ''), \
-    callingstationid = COALESCE(?21, ''), acctterminatecause = COALESCE(?22, ''), \
-    servicetype = ?23, framedprotocol = ?24, framedipaddress = COALESCE(?25, ''), \
-    framedipv6address = COALESCE(?26, ''), framedipv6prefix = COALESCE(?27, ''), \
-    framedinterfaceid = COALESCE(?28, ''), delegatedipv6prefix = COALESCE(?29, ''), \
-    class = ?30, stopsource = ?31 WHERE radacctid = ?32";
+/// The 31 values of one new row, in `ROW_COLUMNS` (and `bind_row!`) order. Plain `?`
+/// placeholders: numbered ones (`?NN`) cost sqlx more per bind and per prepare.
+const INSERT_VALUES: &str = "(?, ?, ?, ?, ?, COALESCE(?, ''), COALESCE(?, ''), ?, ?, \
+    datetime(?, 'unixepoch'), datetime(?, 'unixepoch'), datetime(?, 'unixepoch'), \
+    ?, ?, ?, ?, ?, ?, ?, COALESCE(?, ''), COALESCE(?, ''), COALESCE(?, ''), ?, ?, \
+    COALESCE(?, ''), COALESCE(?, ''), COALESCE(?, ''), COALESCE(?, ''), COALESCE(?, ''), ?, ?)";
 
-const INSERT_EVENT: &str = "INSERT INTO radacct_events (radacctid, eventtype, eventtime, \
-    acctsessiontime, acctinputoctets, acctoutputoctets, source) \
-    VALUES (?1, ?2, datetime(?3, 'unixepoch'), ?4, ?5, ?6, ?7)";
+/// What the update of one row sets, from the CTE `v` (`update_rows_sql`).
+const UPDATE_SET: &str = "acctsessionid = v.acctsessionid, acctuniqueid = v.acctuniqueid, \
+    sessionkey = v.sessionkey, nas_id = v.nas_id, username = v.username, \
+    realm = COALESCE(v.realm, ''), nasipaddress = COALESCE(v.nasipaddress, ''), \
+    nasportid = v.nasportid, nasporttype = v.nasporttype, \
+    acctstarttime = datetime(v.acctstarttime, 'unixepoch'), \
+    acctupdatetime = datetime(v.acctupdatetime, 'unixepoch'), \
+    acctstoptime = datetime(v.acctstoptime, 'unixepoch'), acctinterval = v.acctinterval, \
+    acctsessiontime = v.acctsessiontime, acctauthentic = v.acctauthentic, \
+    connectinfo_start = v.connectinfo_start, connectinfo_stop = v.connectinfo_stop, \
+    acctinputoctets = v.acctinputoctets, acctoutputoctets = v.acctoutputoctets, \
+    calledstationid = COALESCE(v.calledstationid, ''), \
+    callingstationid = COALESCE(v.callingstationid, ''), \
+    acctterminatecause = COALESCE(v.acctterminatecause, ''), servicetype = v.servicetype, \
+    framedprotocol = v.framedprotocol, framedipaddress = COALESCE(v.framedipaddress, ''), \
+    framedipv6address = COALESCE(v.framedipv6address, ''), \
+    framedipv6prefix = COALESCE(v.framedipv6prefix, ''), \
+    framedinterfaceid = COALESCE(v.framedinterfaceid, ''), \
+    delegatedipv6prefix = COALESCE(v.delegatedipv6prefix, ''), class = v.class, \
+    stopsource = v.stopsource";
 
+/// The 31 row values plus the `radacctid` of the row to update.
+const UPDATE_VALUES: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+const EVENT_VALUES: &str = "(?, ?, datetime(?, 'unixepoch'), ?, ?, ?, ?)";
+
+// The multi-row statements are `OR FAIL`, not the default `OR ABORT`: on a constraint
+// violation ABORT undoes the statement's earlier rows, for which SQLite writes every page
+// the statement changes to a statement journal first (a temp file: a fifth of a commit's
+// time in `benches/engine.rs` on a file). FAIL needs no journal, and the outcome is the
+// same, because an error makes `commit` return and the whole transaction is rolled back.
+
+/// Rows per multi-row statement, largest first. A batch is cut greedily into chunks of
+/// these sizes, so every statement is one of a few texts that each connection prepares
+/// once and then finds in sqlx's statement cache (100 entries; 4 × 9 used here). 256 rows
+/// of 32 values stay far below SQLite's limit of 32,766 bound variables (3.32 and later;
+/// the bundled library is newer).
+const CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// `(offset, len)` of each chunk of `n` rows.
+fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let left = n - at;
+        let len = CHUNKS.into_iter().find(|&c| c <= left)?;
+        let chunk = (at, len);
+        at += len;
+        Some(chunk)
+    })
+}
+
+/// The statement text for each chunk size, built once.
+struct ChunkSql([String; CHUNKS.len()]);
+
+impl ChunkSql {
+    fn build(make: impl Fn(usize) -> String) -> Self {
+        ChunkSql(CHUNKS.map(make))
+    }
+
+    fn get(&'static self, rows: usize) -> &'static str {
+        let i = CHUNKS.iter().position(|&c| c == rows).unwrap_or(0);
+        &self.0[i]
+    }
+}
+
+fn values(row: &str, n: usize) -> String {
+    let mut out = String::with_capacity((row.len() + 2) * n);
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(row);
+    }
+    out
+}
+
+/// New rows. RETURNING gives each row's id with its `acctuniqueid` (UNIQUE), because SQLite
+/// does not promise to return the rows of a multi-row INSERT in VALUES order.
+fn insert_rows_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<ChunkSql> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        ChunkSql::build(|n| {
+            format!(
+                "INSERT OR FAIL INTO radacct ({ROW_COLUMNS}) VALUES {} RETURNING radacctid, acctuniqueid",
+                values(INSERT_VALUES, n)
+            )
+        })
+    })
+    .get(n)
+}
+
+/// Changed rows, joined by `radacctid` (the table's INTEGER PRIMARY KEY) to a CTE of their
+/// values: one statement instead of one UPDATE per row.
+fn update_rows_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<ChunkSql> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        ChunkSql::build(|n| {
+            format!(
+                "WITH v({ROW_COLUMNS}, radacctid) AS (VALUES {}) \
+                 UPDATE OR FAIL radacct SET {UPDATE_SET} FROM v WHERE radacct.radacctid = v.radacctid",
+                values(UPDATE_VALUES, n)
+            )
+        })
+    })
+    .get(n)
+}
+
+/// Rows whose progress alone changed (`Batch::progress`): five columns, so SQLite touches
+/// only the indexes on those (the counters and session time), not all twelve.
+fn update_progress_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<ChunkSql> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        ChunkSql::build(|n| {
+            format!(
+                "WITH v(acctupdatetime, acctinterval, acctsessiontime, acctinputoctets, \
+                 acctoutputoctets, radacctid) AS (VALUES {}) \
+                 UPDATE OR FAIL radacct SET acctupdatetime = datetime(v.acctupdatetime, 'unixepoch'), \
+                 acctinterval = v.acctinterval, acctsessiontime = v.acctsessiontime, \
+                 acctinputoctets = v.acctinputoctets, acctoutputoctets = v.acctoutputoctets \
+                 FROM v WHERE radacct.radacctid = v.radacctid",
+                values("(?, ?, ?, ?, ?, ?)", n)
+            )
+        })
+    })
+    .get(n)
+}
+
+/// History events, inserted in batch order (their `id` orders events of equal time).
+fn insert_events_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<ChunkSql> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        ChunkSql::build(|n| {
+            format!(
+                "INSERT OR FAIL INTO radacct_events (radacctid, eventtype, eventtime, acctsessiontime, \
+                 acctinputoctets, acctoutputoctets, source) VALUES {}",
+                values(EVENT_VALUES, n)
+            )
+        })
+    })
+    .get(n)
+}
+
+/// Every username of a batch in one statement, as one JSON array parameter.
 const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = EXISTS (SELECT 1 FROM radacct \
     WHERE radacct.username = subscribers.username AND acctstoptime IS NULL), \
-    updated_at = CURRENT_TIMESTAMP WHERE username = ?1";
+    updated_at = CURRENT_TIMESTAMP WHERE username IN (SELECT value FROM json_each(?))";
 
 /// The database holds NAS secrets and RouterOS passwords (`nas` table): a new file is
 /// created owner-only (SQLite gives its `-wal` and `-shm` files the same mode), and an
@@ -170,14 +301,13 @@ impl SqliteStore {
             .collect()
     }
 
-    pub async fn open_sessions(&self) -> Result<Vec<Session>, StoreError> {
+    /// Every open row, streamed: decoded one at a time as the database returns them.
+    pub fn open_sessions(&self) -> BoxStream<'_, Result<Session, StoreError>> {
         let sql = format!("{ROW_SOURCE} WHERE acctstoptime IS NULL");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| session_from_row!(r).map_err(StoreError::from))
-            .collect()
+        sqlx::query(AssertSqlSafe(sql))
+            .fetch(&self.pool)
+            .map(|r| session_from_row!(&r?).map_err(StoreError::from))
+            .boxed()
     }
 
     pub async fn session_by_id(&self, radacctid: i64) -> Result<Option<Session>, StoreError> {
@@ -191,41 +321,96 @@ impl SqliteStore {
             .transpose()
     }
 
+    /// Group commit: a few multi-row statements per batch (see `CHUNKS`), not one per row,
+    /// so that a batch costs SQLite and sqlx's connection thread little more than its data.
     pub async fn commit(&self, batch: &Batch) -> Result<Vec<i64>, StoreError> {
-        // IMMEDIATE: take the write lock (waiting up to busy_timeout) before any statement.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut ids = Vec::with_capacity(batch.rows.len());
-        for session in &batch.rows {
-            let values = RowValues::of(session);
-            if session.radacctid == 0 {
-                let id: i64 = bind_row!(sqlx::query_scalar(INSERT_ROW), values)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                ids.push(id);
+        let mut ids = vec![0i64; batch.rows.len()];
+        let mut inserts = Vec::new();
+        let mut updates = Vec::new();
+        let mut progress = Vec::new();
+        for (i, s) in batch.rows.iter().enumerate() {
+            if s.radacctid == 0 {
+                inserts.push(i);
             } else {
-                bind_row!(sqlx::query(UPDATE_ROW), values)
-                    .bind(session.radacctid)
-                    .execute(&mut *tx)
-                    .await?;
-                ids.push(session.radacctid);
+                ids[i] = s.radacctid;
+                if batch.progress.get(i).copied().unwrap_or(false) {
+                    progress.push(i);
+                } else {
+                    updates.push(i);
+                }
             }
         }
-        for (row, event) in &batch.events {
-            let Some(&id) = ids.get(*row) else { continue };
-            sqlx::query(INSERT_EVENT)
-                .bind(id)
-                .bind(event.kind)
-                .bind(event.time)
-                .bind(event.session_time)
-                .bind(event.input_octets)
-                .bind(event.output_octets)
-                .bind(event.source.as_str())
-                .execute(&mut *tx)
-                .await?;
+        // IMMEDIATE: take the write lock (waiting up to busy_timeout) before any statement.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (at, n) in chunks(inserts.len()) {
+            let rows = &inserts[at..at + n];
+            let mut q = sqlx::query(insert_rows_sql(n));
+            for &i in rows {
+                q = bind_row!(q, RowValues::of(&batch.rows[i]));
+            }
+            let returned = q.fetch_all(&mut *tx).await?;
+            let position: HashMap<&str, usize> = rows
+                .iter()
+                .map(|&i| (&*batch.rows[i].acctuniqueid, i))
+                .collect();
+            for r in &returned {
+                let uniqueid: &str = r.try_get("acctuniqueid")?;
+                let id: i64 = r.try_get("radacctid")?;
+                if let Some(&i) = position.get(uniqueid) {
+                    ids[i] = id;
+                }
+            }
         }
-        for username in &batch.usernames {
+        if let Some(i) = inserts.iter().find(|&&i| ids[i] == 0) {
+            let uniqueid = &batch.rows[*i].acctuniqueid;
+            return Err(StoreError::NotFound(format!("id of {uniqueid}")));
+        }
+        for (at, n) in chunks(updates.len()) {
+            let mut q = sqlx::query(update_rows_sql(n));
+            for &i in &updates[at..at + n] {
+                let s = &batch.rows[i];
+                q = bind_row!(q, RowValues::of(s)).bind(s.radacctid);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for (at, n) in chunks(progress.len()) {
+            let mut q = sqlx::query(update_progress_sql(n));
+            for &i in &progress[at..at + n] {
+                let s = &batch.rows[i];
+                q = q
+                    .bind(s.update)
+                    .bind(s.interval)
+                    .bind(s.session_time)
+                    .bind(s.input_octets)
+                    .bind(s.output_octets)
+                    .bind(s.radacctid);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let events: Vec<(i64, &Event)> = batch
+            .events
+            .iter()
+            .filter_map(|(row, e)| ids.get(*row).map(|&id| (id, e)))
+            .collect();
+        for (at, n) in chunks(events.len()) {
+            let mut q = sqlx::query(insert_events_sql(n));
+            for &(id, e) in &events[at..at + n] {
+                q = q
+                    .bind(id)
+                    .bind(e.kind)
+                    .bind(e.time)
+                    .bind(e.session_time)
+                    .bind(e.input_octets)
+                    .bind(e.output_octets)
+                    .bind(e.source.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        if !batch.usernames.is_empty() {
+            let names: Vec<&str> = batch.usernames.iter().map(|u| &**u).collect();
+            let names = serde_json::to_string(&names).unwrap_or_else(|_| "[]".to_owned());
             sqlx::query(SYNC_ONLINE)
-                .bind(&**username)
+                .bind(names)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -338,7 +338,7 @@ fn scratch_dir() -> PathBuf {
 /// every definition's number resolves to an attribute with that number.
 fn check_dictionary(dict: &Dictionary) {
     assert_eq!(dict.len(), dict.attributes().count());
-    assert_eq!(dict.is_empty(), dict.len() == 0);
+    assert_eq!(dict.is_empty(), dict.attributes().next().is_none());
     for attr in dict.attributes() {
         assert_eq!(dict.attribute_by_name(&attr.name), Some(attr));
         assert_eq!(

@@ -226,15 +226,27 @@ pub fn build_accounting_request(
     }
     let len = buf.len() as u16;
     buf[2..4].copy_from_slice(&len.to_be_bytes());
-    let digest = {
-        use md5::Digest;
-        let mut h = Md5::new();
-        h.update(&buf);
-        h.update(secret);
-        h.finalize()
-    };
-    buf[4..HEADER_LEN].copy_from_slice(&digest);
+    sign_accounting_request(&mut buf, secret);
     buf
+}
+
+/// Fill in the Request Authenticator of an Accounting-Request (RFC 2866 §3): the MD5 of
+/// the packet with a zero authenticator field, followed by the shared secret. `packet`
+/// must be exactly the declared length (trim any padding first), as the check in
+/// [`Frame::accounting_request_is_authentic`] hashes exactly those bytes. A buffer
+/// shorter than a header is left unchanged. Used by [`build_accounting_request`], tests
+/// and the fuzz targets, which re-sign mutated packets to reach the extraction step.
+pub fn sign_accounting_request(packet: &mut [u8], secret: &[u8]) {
+    use md5::Digest;
+    if packet.len() < HEADER_LEN {
+        return;
+    }
+    packet[4..HEADER_LEN].fill(0);
+    let mut h = Md5::new();
+    h.update(&*packet);
+    h.update(secret);
+    let digest = h.finalize();
+    packet[4..HEADER_LEN].copy_from_slice(&digest);
 }
 
 /// Encode a Vendor-Specific attribute value holding one sub-attribute.
@@ -273,6 +285,32 @@ mod tests {
         let frame = Frame::parse(&buf).unwrap();
         assert!(frame.accounting_request_is_authentic(b"testing123"));
         assert!(!frame.accounting_request_is_authentic(b"testing124"));
+    }
+
+    #[test]
+    fn re_signing_a_modified_request_makes_it_authentic_again() {
+        let mut buf = sample();
+        let last = buf.len() - 1;
+        buf[last] ^= 0x01;
+        assert!(
+            !Frame::parse(&buf)
+                .unwrap()
+                .accounting_request_is_authentic(b"testing123")
+        );
+        sign_accounting_request(&mut buf, b"testing123");
+        assert!(
+            Frame::parse(&buf)
+                .unwrap()
+                .accounting_request_is_authentic(b"testing123")
+        );
+        // Signing an already signed packet reproduces it: the old authenticator is
+        // zeroed before hashing.
+        let mut again = sample();
+        sign_accounting_request(&mut again, b"testing123");
+        assert_eq!(again, sample());
+        let mut short = vec![4u8; HEADER_LEN - 1];
+        sign_accounting_request(&mut short, b"testing123");
+        assert_eq!(short, vec![4u8; HEADER_LEN - 1]);
     }
 
     #[test]

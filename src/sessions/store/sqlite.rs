@@ -259,7 +259,12 @@ impl SqliteStore {
             .synchronous(synchronous)
             .busy_timeout(std::time::Duration::from_secs(5))
             .foreign_keys(false);
-        protect_database_file(options.get_filename());
+        // An in-memory database (`sqlite::memory:`, `mode=memory`) has no file; sqlx names
+        // it `file:sqlx-in-memory-N`, which must not be created on disk.
+        let in_memory = cfg.url.contains(":memory:") || cfg.url.contains("mode=memory");
+        if !in_memory {
+            protect_database_file(options.get_filename());
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.connect_timeout)
@@ -602,4 +607,30 @@ fn nas_from_row(r: &sqlx::sqlite::SqliteRow) -> Option<NasRow> {
             description: r.try_get("description").ok().flatten(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_memory_files() -> Vec<String> {
+        std::fs::read_dir(".")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("file:sqlx-in-memory"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_leaves_no_file_behind() {
+        let cfg = DatabaseConfig {
+            url: "sqlite::memory:".into(),
+            max_connections: 1,
+            sqlite_synchronous: config::SqliteSynchronous::Full,
+            connect_timeout: std::time::Duration::from_secs(5),
+        };
+        let store = SqliteStore::connect(&cfg).await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(in_memory_files(), Vec::<String>::new());
+    }
 }

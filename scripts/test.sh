@@ -40,6 +40,12 @@ cargo clippy --all-targets -- -D warnings
 bash scripts/check-deps.sh
 cargo test --all-targets
 
+# A short bounded run of every fuzz target (docs/SECURITY.md, "Fuzzing"): in CI always,
+# elsewhere on request (it builds the library once more with coverage instrumentation).
+if [ "${CI:-}" = "true" ] || [ "${RADACCTD_TEST_FUZZ:-}" = "1" ]; then
+  bash scripts/fuzz.sh 20
+fi
+
 # The Debian package and its unit file: in CI always, elsewhere on request (it needs
 # cargo-deb, which this installs from crates.io if missing).
 if [ "${CI:-}" = "true" ] || [ "${RADACCTD_TEST_PACKAGE:-}" = "1" ]; then

@@ -678,9 +678,12 @@ async fn full_size_export_streams_in_flat_memory_and_survives_abandoned_download
     );
     assert!(bytes > 60_000_000, "the body is large: {bytes} bytes");
     // Streaming means the body never sits in memory: what the process gains while
-    // serving (and reading) it is buffers, a small fraction of its size.
+    // serving (and reading) it is buffers, less than the body itself. (Buffering would
+    // cost the body plus the decoded rows, several times more.) The bound leaves room for
+    // the other tests of this binary, which run in the same process at the same time and
+    // are counted in the same RSS (seen: 2–37 MB of growth under a loaded CI).
     assert!(
-        growth < 32 << 20,
+        growth < 64 << 20 && growth < bytes,
         "RSS grew by {growth} bytes for a {bytes}-byte body"
     );
 

@@ -1803,7 +1803,16 @@ async fn api_ssl_against_a_plain_api_port_fails_without_hanging() {
 
     assert_eq!((status, body), (503, error("NAS unreachable")));
     assert!(took < API_TIMEOUT + SLACK, "{took:?}");
-    assert!(router.commands().is_empty(), "{:?}", router.commands());
+    // The plain router sees only the TLS ClientHello, which its decoder may or may not cut
+    // into "words" depending on its random bytes: what matters is that no API command
+    // (and no login with the password) went over the wire in plaintext.
+    let commands = router.commands();
+    assert!(
+        commands.iter().all(|c| !c
+            .iter()
+            .any(|w| w.starts_with('/') || w.contains(API_PASSWORD))),
+        "{commands:?}"
+    );
 }
 
 /// With no configuration at all, sessions come from the built-in localhost client

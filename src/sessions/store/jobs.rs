@@ -22,6 +22,29 @@ const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = NOT is_online, \
     updated_at = CURRENT_TIMESTAMP WHERE is_online <> EXISTS (SELECT 1 FROM radacct \
     WHERE radacct.username = subscribers.username AND acctstoptime IS NULL)";
 
+/// Sessions read through the backend's `ROW_SOURCE` with a per-backend WHERE clause (the
+/// two dialects differ in placeholders and time functions) and the same binds.
+macro_rules! sessions_where {
+    ($store:expr, sqlite: $sqlite:expr, postgres: $postgres:expr, binds: [$($bind:expr),*]) => {{
+        macro_rules! fetch {
+            ($pool:expr, $source:expr, $cond:expr) => {{
+                let sql = format!("{} WHERE {}", $source, $cond);
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    $(.bind($bind))*
+                    .fetch_all($pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| session_from_row!(r).map_err(StoreError::from))
+                    .collect()
+            }};
+        }
+        match $store {
+            Store::Sqlite(s) => fetch!(s.pool(), sqlite::ROW_SOURCE, $sqlite),
+            Store::Postgres(s) => fetch!(s.pool(), postgres::ROW_SOURCE, $postgres),
+        }
+    }};
+}
+
 impl Store {
     /// When the sweeper last wrote its heartbeat (epoch seconds), if ever.
     pub async fn heartbeat(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -54,33 +77,14 @@ impl Store {
         nas_ip: std::net::IpAddr,
         before: Timestamp,
     ) -> Result<Vec<Session>, StoreError> {
-        macro_rules! fetch {
-            ($pool:expr, $source:expr, $cond:expr) => {{
-                let sql = format!("{} WHERE {}", $source, $cond);
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(nas_ip.to_string())
-                    .bind(before)
-                    .fetch_all($pool)
-                    .await?;
-                rows.iter()
-                    .map(|r| session_from_row!(r).map_err(StoreError::from))
-                    .collect()
-            }};
-        }
-        match self {
-            Store::Sqlite(s) => fetch!(
-                s.pool(),
-                sqlite::ROW_SOURCE,
-                "acctstoptime IS NULL AND nasipaddress = ?1 \
-                 AND acctstarttime <= datetime(?2, 'unixepoch')"
-            ),
-            Store::Postgres(s) => fetch!(
-                s.pool(),
-                postgres::ROW_SOURCE,
-                "acctstoptime IS NULL AND nasipaddress = $1::inet \
-                 AND acctstarttime <= to_timestamp($2)"
-            ),
-        }
+        sessions_where!(
+            self,
+            sqlite: "acctstoptime IS NULL AND nasipaddress = ?1 \
+                     AND acctstarttime <= datetime(?2, 'unixepoch')",
+            postgres: "acctstoptime IS NULL AND nasipaddress = $1::inet \
+                       AND acctstarttime <= to_timestamp($2)",
+            binds: [nas_ip.to_string(), before]
+        )
     }
 
     /// Open sessions not updated since `cutoff`, oldest update first, at most `limit`.
@@ -89,33 +93,14 @@ impl Store {
         cutoff: Timestamp,
         limit: i64,
     ) -> Result<Vec<Session>, StoreError> {
-        macro_rules! fetch {
-            ($pool:expr, $source:expr, $cond:expr) => {{
-                let sql = format!("{} WHERE {}", $source, $cond);
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(cutoff)
-                    .bind(limit)
-                    .fetch_all($pool)
-                    .await?;
-                rows.iter()
-                    .map(|r| session_from_row!(r).map_err(StoreError::from))
-                    .collect()
-            }};
-        }
-        match self {
-            Store::Sqlite(s) => fetch!(
-                s.pool(),
-                sqlite::ROW_SOURCE,
-                "acctstoptime IS NULL AND COALESCE(acctupdatetime, acctstarttime) < \
-                 datetime(?1, 'unixepoch') ORDER BY update_s LIMIT ?2"
-            ),
-            Store::Postgres(s) => fetch!(
-                s.pool(),
-                postgres::ROW_SOURCE,
-                "acctstoptime IS NULL AND COALESCE(acctupdatetime, acctstarttime) < \
-                 to_timestamp($1) ORDER BY update_s LIMIT $2"
-            ),
-        }
+        sessions_where!(
+            self,
+            sqlite: "acctstoptime IS NULL AND COALESCE(acctupdatetime, acctstarttime) < \
+                     datetime(?1, 'unixepoch') ORDER BY update_s LIMIT ?2",
+            postgres: "acctstoptime IS NULL AND COALESCE(acctupdatetime, acctstarttime) < \
+                       to_timestamp($1) ORDER BY update_s LIMIT $2",
+            binds: [cutoff, limit]
+        )
     }
 
     /// Which of `ids` are rows still open in `radacct` (the index reconciliation: an index

@@ -186,6 +186,18 @@ impl Harness {
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         http_get(self.server.http_addr, path).await
     }
+
+    /// A stale-session sweeper on this server's store, index and closer, with the default
+    /// interval (5 min) and threshold (30 min); tests call `run_once` with their own clock.
+    pub fn sweeper(&self) -> radacctd::jobs::sweeper::Sweeper {
+        radacctd::jobs::sweeper::Sweeper {
+            store: self.store().clone(),
+            index: std::sync::Arc::clone(&self.server.index),
+            closer: std::sync::Arc::clone(&self.server.api.closer),
+            interval: Duration::from_secs(300),
+            stale_after: Duration::from_secs(1800),
+        }
+    }
 }
 
 pub async fn scalar(store: &Store, sql: &str) -> i64 {

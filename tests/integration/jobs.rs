@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use radacctd::jobs::archiver::Archiver;
-use radacctd::jobs::sweeper::Sweeper;
 use radacctd::sessions::model::{Fields, Record, StatusType};
 use radacctd::sessions::{Engine, Index, SessionKey};
 use tokio_util::sync::CancellationToken;
@@ -23,16 +22,6 @@ both_backends!(
     archiver_moves_old_closed_sessions_with_their_history,
     archiver_interrupted_mid_batch_loses_and_duplicates_nothing,
 );
-
-fn sweeper(h: &Harness) -> Sweeper {
-    Sweeper {
-        store: h.store().clone(),
-        index: Arc::clone(&h.server.index),
-        closer: Arc::clone(&h.server.api.closer),
-        interval: Duration::from_secs(300),
-        stale_after: Duration::from_secs(1800),
-    }
-}
 
 async fn sweeper_closes_stale_sessions_as_idle_timeout_and_keeps_fresh_ones(b: Backend) {
     let h = Harness::start(b).await;
@@ -68,7 +57,7 @@ async fn sweeper_closes_stale_sessions_as_idle_timeout_and_keeps_fresh_ones(b: B
 
     // "Now" is 30 minutes after the fresh session's last update, minus one second: only
     // the stale one (last update t0+40) is past the threshold.
-    let report = sweeper(&h).run_once(t0 + 200 + 1800 - 1).await.unwrap();
+    let report = h.sweeper().run_once(t0 + 200 + 1800 - 1).await.unwrap();
     assert_eq!(report.closed, 1);
     let rows = h.rows().await;
     let stale = rows.iter().find(|r| r.username == "stale").unwrap();
@@ -112,7 +101,7 @@ async fn sweeper_closes_stale_sessions_as_idle_timeout_and_keeps_fresh_ones(b: B
 
     // A second sweep finds nothing more.
     assert_eq!(
-        sweeper(&h)
+        h.sweeper()
             .run_once(t0 + 200 + 1800 - 1)
             .await
             .unwrap()
@@ -144,7 +133,7 @@ async fn sweeper_resyncs_the_online_flag(b: Backend) {
                 .unwrap();
         }
     }
-    let report = sweeper(&h).run_once(i64::from(now())).await.unwrap();
+    let report = h.sweeper().run_once(i64::from(now())).await.unwrap();
     assert_eq!(report.online_changed, 2);
     assert_eq!(
         h.store().subscriber_online("ghost").await.unwrap(),
@@ -190,7 +179,7 @@ async fn sweeper_closes_a_foreign_row_whose_acctuniqueid_is_not_hex(b: Backend) 
         }
     }
     assert_eq!(h.server.index.len(), 0, "written behind radacctd's back");
-    let report = sweeper(&h).run_once(i64::from(now())).await.unwrap();
+    let report = h.sweeper().run_once(i64::from(now())).await.unwrap();
     assert_eq!(report.closed, 1);
     let rows = h.rows().await;
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -198,7 +187,7 @@ async fn sweeper_closes_a_foreign_row_whose_acctuniqueid_is_not_hex(b: Backend) 
     assert_eq!(rows[0].cause.as_deref(), Some("NAS-Idle-Timeout"));
     assert_eq!(rows[0].stop, Some(t0 + 100), "stop time = last update");
     assert_eq!(rows[0].session_time, Some(100));
-    let again = sweeper(&h).run_once(i64::from(now())).await.unwrap();
+    let again = h.sweeper().run_once(i64::from(now())).await.unwrap();
     assert_eq!(again.closed, 0, "nothing left to sweep");
     h.server.stop().await;
 }
@@ -223,7 +212,7 @@ async fn sweep_drops_index_entries_whose_row_was_closed_outside_radacctd(b: Back
             sqlx::query(sql).execute(s.pool()).await.unwrap();
         }
     }
-    let report = sweeper(&h).run_once(i64::from(now())).await.unwrap();
+    let report = h.sweeper().run_once(i64::from(now())).await.unwrap();
     assert_eq!((report.closed, report.evicted), (0, 1), "{report:?}");
     assert_eq!(h.server.index.len(), 1);
     let (_, v) = api_json(&h, "/api/sessions/count", Some(&admin_token())).await;
@@ -237,7 +226,7 @@ async fn sweep_drops_index_entries_whose_row_was_closed_outside_radacctd(b: Back
         Some("Admin-Reset"),
         "row untouched"
     );
-    let again = sweeper(&h).run_once(i64::from(now())).await.unwrap();
+    let again = h.sweeper().run_once(i64::from(now())).await.unwrap();
     assert_eq!(again.evicted, 0);
     h.server.stop().await;
 }

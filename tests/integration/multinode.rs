@@ -11,14 +11,21 @@ const USER: &str = "failover@example.lb";
 const SID: &str = "8100ff01";
 const USER_REQUEST: u32 = 1;
 
+/// Node A (a harness on a fresh PostgreSQL database), node B (a second server on the same
+/// database) and a client of node B.
+async fn two_nodes() -> (Harness, Server, RadClient) {
+    let a = Harness::start(Backend::Postgres).await;
+    let b = Server::start(config(&a.db, "")).await.unwrap();
+    let to_b = RadClient::new(b.radius_addr, SECRET).await;
+    (a, b, to_b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_node_cannot_reopen_or_rewind_a_row_the_other_node_closed() {
     if skip_postgres() {
         return;
     }
-    let a = Harness::start(Backend::Postgres).await;
-    let b = Server::start(config(&a.db, "")).await.unwrap();
-    let to_b = RadClient::new(b.radius_addr, SECRET).await;
+    let (a, b, to_b) = two_nodes().await;
     let t0 = now() - 200;
 
     // Start reaches node A, which now holds the session open in memory.
@@ -80,9 +87,7 @@ async fn accounting_on_on_the_other_node_closes_every_session_of_the_nas() {
     if skip_postgres() {
         return;
     }
-    let a = Harness::start(Backend::Postgres).await;
-    let b = Server::start(config(&a.db, "")).await.unwrap();
-    let to_b = RadClient::new(b.radius_addr, SECRET).await;
+    let (a, b, to_b) = two_nodes().await;
     // Well inside the 300 s Event-Timestamp skew window, so a slow run cannot push the
     // Starts' times to their arrival (after the Accounting-On's event time).
     let t0 = now() - 200;
@@ -123,9 +128,7 @@ async fn the_stale_node_drops_the_session_from_its_index_at_the_next_sweep() {
     if skip_postgres() {
         return;
     }
-    let a = Harness::start(Backend::Postgres).await;
-    let b = Server::start(config(&a.db, "")).await.unwrap();
-    let to_b = RadClient::new(b.radius_addr, SECRET).await;
+    let (a, b, to_b) = two_nodes().await;
     let t0 = now() - 200;
     a.client.send(&Acct::start(USER, SID).at(t0).port(7)).await;
     to_b.send(
@@ -137,14 +140,7 @@ async fn the_stale_node_drops_the_session_from_its_index_at_the_next_sweep() {
     )
     .await;
     assert_eq!(a.server.index.len(), 1, "node A's copy is stale");
-    let sweeper = radacctd::jobs::sweeper::Sweeper {
-        store: a.store().clone(),
-        index: std::sync::Arc::clone(&a.server.index),
-        closer: std::sync::Arc::clone(&a.server.api.closer),
-        interval: std::time::Duration::from_secs(300),
-        stale_after: std::time::Duration::from_secs(1800),
-    };
-    let report = sweeper.run_once(i64::from(now())).await.unwrap();
+    let report = a.sweeper().run_once(i64::from(now())).await.unwrap();
     assert_eq!((report.closed, report.evicted), (0, 1), "{report:?}");
     assert_eq!(a.server.index.len(), 0);
     let rows = a.rows().await;

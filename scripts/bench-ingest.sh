@@ -28,19 +28,15 @@ INTERIMS=${INTERIMS:-2}
 WINDOW=${WINDOW:-256}
 PACED_PCT=${PACED_PCT:-80}
 SECRET=testing123
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=${WORK:-$(mktemp -d /tmp/bench-ingest.XXXXXX)}
 mkdir -p "$WORK"
 chmod 755 "$WORK"
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 
-free_port() {
-  python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
-}
-
-RAD_PID=
 PG_STARTED=0
 cleanup() {
-  [ -n "$RAD_PID" ] && kill "$RAD_PID" 2>/dev/null && wait "$RAD_PID" 2>/dev/null || true
+  kill_radacctd
   [ "$PG_STARTED" = 1 ] && "$ROOT/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1 || true
   if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
 }
@@ -50,60 +46,7 @@ rcvbuf_errors() {
   awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
 }
 
-echo "== build" >&2
-(cd "$ROOT" && cargo build --release --bins -q)
-RADACCTD=$TARGET/release/radacctd
-LOADGEN=$TARGET/release/loadgen
-
-start_radacctd() {
-  local name=$1 url=$2
-  RAD_UDP=$(free_port udp)
-  RAD_HTTP=$(free_port tcp)
-  cat >"$WORK/$name.toml" <<EOF
-[database]
-max_connections = 8
-sqlite_synchronous = "full"
-
-[radius]
-recv_buffer_bytes = 8388608
-default_client = false
-
-[jobs]
-sweeper = false
-archiver = false
-
-[log]
-filter = "info"
-
-[[nas]]
-name = "bench"
-ip = "127.0.0.1"
-secret = "$SECRET"
-EOF
-  RADACCTD_DATABASE_URL=$url "$RADACCTD" --config "$WORK/$name.toml" serve \
-    --radius-listen "127.0.0.1:$RAD_UDP" --http-listen "127.0.0.1:$RAD_HTTP" \
-    >"$WORK/$name.log" 2>&1 &
-  RAD_PID=$!
-  for _ in $(seq 1 300); do
-    if curl -fsS "http://127.0.0.1:$RAD_HTTP/readyz" >/dev/null 2>&1; then return 0; fi
-    if ! kill -0 "$RAD_PID" 2>/dev/null; then
-      echo "radacctd ($name) exited:" >&2
-      cat "$WORK/$name.log" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-  echo "radacctd ($name) not ready after 30 s" >&2
-  exit 1
-}
-
-stop_radacctd() {
-  local name=$1
-  curl -fsS "http://127.0.0.1:$RAD_HTTP/metrics" >"$WORK/$name.metrics" 2>/dev/null || true
-  kill "$RAD_PID"
-  wait "$RAD_PID" 2>/dev/null || true
-  RAD_PID=
-}
+build_release
 
 # load NAME PREFIX RATE: one loadgen run against the running radacctd.
 load() {
@@ -126,8 +69,7 @@ run_backend() {
   paced=$((peak * PACED_PCT / 100))
   load "$name" paced "$paced"
   stop_radacctd "$name"
-  echo "-- $name: commit batches (radacctd_commit_batch_size / radacctd_commit_duration_seconds)"
-  grep -E '^radacctd_commit_(batch_size|duration_seconds)_(sum|count)' "$WORK/$name.metrics" || true
+  commit_batches "$name"
 }
 
 echo "$(nproc) cores; $(date -u +%FT%TZ)"

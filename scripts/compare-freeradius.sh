@@ -32,28 +32,21 @@ SESSIONS=${SESSIONS:-5000}
 INTERIMS=${INTERIMS:-2}
 WINDOW=${WINDOW:-64}
 SECRET=testing123
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=${WORK:-$(mktemp -d /tmp/compare-freeradius.XXXXXX)}
 mkdir -p "$WORK"
 chmod 755 "$WORK"
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 
-free_port() {
-  python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
-}
-
-RAD_PID=
 cleanup() {
-  [ -n "$RAD_PID" ] && kill "$RAD_PID" 2>/dev/null && wait "$RAD_PID" 2>/dev/null || true
+  kill_radacctd
   "$ROOT/scripts/freeradius.sh" stop "$WORK/fr" >/dev/null 2>&1 || true
   "$ROOT/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1 || true
   if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
 }
 trap cleanup EXIT
 
-echo "== build" >&2
-(cd "$ROOT" && cargo build --release --bins -q)
-RADACCTD=$TARGET/release/radacctd
-LOADGEN=$TARGET/release/loadgen
+build_release
 
 echo "== PostgreSQL" >&2
 PGURL=$("$ROOT/scripts/pg-cluster.sh" start "$WORK/pg")
@@ -80,57 +73,6 @@ run_load() {
   RESULT[$name.lost]=$(awk '/^lost answers/ {print $3}' "$out")
   RESULT[$name.retx]=$(awk '/^retransmissions/ {print $2}' "$out")
   RESULT[$name.answered]=$(awk '/^packets answered/ {print $3}' "$out")
-}
-
-# start_radacctd NAME DATABASE_URL: starts radacctd, waits for /readyz.
-start_radacctd() {
-  local name=$1 url=$2
-  RAD_UDP=$(free_port udp)
-  RAD_HTTP=$(free_port tcp)
-  cat >"$WORK/$name.toml" <<EOF
-[database]
-max_connections = 8
-sqlite_synchronous = "full"
-
-[radius]
-recv_buffer_bytes = 8388608
-default_client = false
-
-[jobs]
-sweeper = false
-archiver = false
-
-[log]
-filter = "info"
-
-[[nas]]
-name = "bench"
-ip = "127.0.0.1"
-secret = "$SECRET"
-EOF
-  RADACCTD_DATABASE_URL=$url "$RADACCTD" --config "$WORK/$name.toml" serve \
-    --radius-listen "127.0.0.1:$RAD_UDP" --http-listen "127.0.0.1:$RAD_HTTP" \
-    >"$WORK/$name.log" 2>&1 &
-  RAD_PID=$!
-  for _ in $(seq 1 300); do
-    if curl -fsS "http://127.0.0.1:$RAD_HTTP/readyz" >/dev/null 2>&1; then return 0; fi
-    if ! kill -0 "$RAD_PID" 2>/dev/null; then
-      echo "radacctd ($name) exited:" >&2
-      cat "$WORK/$name.log" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-  echo "radacctd ($name) not ready after 30 s" >&2
-  exit 1
-}
-
-stop_radacctd() {
-  local name=$1
-  curl -fsS "http://127.0.0.1:$RAD_HTTP/metrics" >"$WORK/$name.metrics" 2>/dev/null || true
-  kill "$RAD_PID"
-  wait "$RAD_PID" 2>/dev/null || true
-  RAD_PID=
 }
 
 # 1. FreeRADIUS → PostgreSQL (db fr)
@@ -168,6 +110,5 @@ echo "database fr (FreeRADIUS):  $(rows fr)"
 echo "database rad (radacctd):   $(rows rad)"
 echo "SQLite (radacctd):         $(sqlite3 "$WORK/rad.db" "SELECT count(*) || ' rows, ' || sum(acctstoptime IS NULL) || ' open' FROM radacct")"
 for name in radacctd-pg radacctd-sqlite; do
-  echo "-- $name: commit batches (radacctd_commit_batch_size / radacctd_commit_duration_seconds)"
-  grep -E '^radacctd_commit_(batch_size|duration_seconds)_(sum|count)' "$WORK/$name.metrics" || true
+  commit_batches "$name"
 done

@@ -436,3 +436,139 @@ async fn overload_sheds_packets_unanswered_and_recovers() {
     );
     h.server.stop().await;
 }
+
+/// SQLite rolls a transaction back by itself when the disk is full; the connection must not
+/// stay convinced it is still in one (sqlx's ROLLBACK then fails and every later BEGIN on it
+/// fails too, so the writer would retry forever and the NAS never be answered again, even
+/// after space is freed). `PRAGMA max_page_count` at the current size on every pooled
+/// connection makes SQLite return a real SQLITE_FULL ("database or disk is full"); raising
+/// it again stands for the operator freeing space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_disk_full_holds_packets_then_recovers_without_loss() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let radacctd::sessions::Store::Sqlite(s) = h.store() else {
+        unreachable!()
+    };
+    // Sets the limit on as many connections as the pool may hold (max_connections = 4),
+    // all taken at once so that each one is a different connection.
+    async fn limit_pages(pool: &sqlx::SqlitePool, limit: Option<i64>) {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut c = pool.acquire().await.unwrap();
+            let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            let max = limit.unwrap_or(pages);
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PRAGMA max_page_count = {max}"
+            )))
+            .execute(&mut *c)
+            .await
+            .unwrap();
+            held.push(c);
+        }
+    }
+    limit_pages(s.pool(), None).await;
+    let (_, before) = h.http_get("/metrics").await;
+    let key = "radacctd_store_errors_total{kind=\"transient\"}";
+
+    // Enough new rows (each with its history event and index entries) to need new pages.
+    let t0 = now() - 100;
+    let packets: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            Acct::start(
+                &format!("full-{i:02}-{}", "x".repeat(200)),
+                &format!("f{i}"),
+            )
+            .at(t0)
+            .encode(i as u8, SECRET)
+        })
+        .collect();
+    for p in &packets {
+        h.client
+            .socket
+            .send_to(p, h.server.radius_addr)
+            .await
+            .unwrap();
+    }
+    let full = eventually(Duration::from_secs(10), || async {
+        let (_, now) = h.http_get("/metrics").await;
+        metric(&now, key) > metric(&before, key)
+    })
+    .await;
+    assert!(
+        full,
+        "the disk-full error was never hit (the test tests nothing)"
+    );
+    let answered = h
+        .client
+        .recv_for(&packets[0], Duration::from_millis(500))
+        .await;
+    assert!(
+        answered.is_none(),
+        "answered although nothing was committed"
+    );
+
+    // Space is freed.
+    limit_pages(s.pool(), Some(1_073_741_823)).await;
+    for p in &packets {
+        // The NAS retransmits each packet until it is answered.
+        assert!(
+            h.client
+                .exchange(p, 15, Duration::from_secs(1))
+                .await
+                .is_some(),
+            "no answer after space was freed: the writer did not recover from SQLITE_FULL"
+        );
+    }
+    assert_eq!(h.rows().await.len(), 40);
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events").await,
+        40,
+        "applied exactly once"
+    );
+    h.server.stop().await;
+}
+
+/// The state a disk-full COMMIT leaves behind (seen on a full tmpfs): SQLite has rolled the
+/// transaction back itself, sqlx's own ROLLBACK on drop then fails, and the connection's
+/// transaction depth stays at 1, so every later BEGIN on it fails. Here every pooled
+/// connection is put in that state the same way (a ROLLBACK behind sqlx's back); the pool
+/// must replace them rather than hand them to the writer forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_connections_left_in_a_failed_transaction_are_replaced() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let radacctd::sessions::Store::Sqlite(s) = h.store() else {
+        unreachable!()
+    };
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(s.pool().acquire().await.unwrap());
+    }
+    for c in &mut held {
+        let mut tx = sqlx::Connection::begin(&mut **c).await.unwrap();
+        sqlx::raw_sql("ROLLBACK").execute(&mut *tx).await.unwrap();
+        drop(tx);
+        // The failed ROLLBACK has run by the time the connection answers again.
+        sqlx::query("SELECT 1").execute(&mut **c).await.unwrap();
+        assert!(
+            sqlx::Connection::is_in_transaction(&**c),
+            "setup: the connection should believe it is still in a transaction"
+        );
+    }
+    drop(held);
+
+    let pkt = Acct::start("after-full", "af1")
+        .at(now() - 5)
+        .encode(7, SECRET);
+    assert!(
+        h.client
+            .exchange(&pkt, 5, Duration::from_secs(1))
+            .await
+            .is_some(),
+        "no answer: the writer kept getting a connection stuck in a transaction"
+    );
+    assert_eq!(h.rows().await.len(), 1);
+    h.server.stop().await;
+}

@@ -246,6 +246,26 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// Whether a pooled connection may be handed out again. When SQLite itself rolls a
+/// transaction back after an error (disk full, I/O error), sqlx's ROLLBACK on drop fails
+/// ("no transaction is active") and the connection keeps believing it is inside a
+/// transaction: every later `begin` on it fails at once, and a writer that retries would
+/// retry on that same connection forever. Such a connection is closed instead; the pool
+/// opens a fresh one. The ping first lets a rollback still queued on the connection's
+/// worker run, so only a connection that stays stuck is dropped.
+async fn healthy(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("closing a SQLite connection left inside a failed transaction");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 impl SqliteStore {
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Self, StoreError> {
         let synchronous = match cfg.sqlite_synchronous {
@@ -268,6 +288,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.connect_timeout)
+            .before_acquire(|conn, _| Box::pin(healthy(conn)))
             .connect_with(options)
             .await?;
         Ok(SqliteStore { pool })

@@ -44,6 +44,7 @@ fn record(status: StatusType, n: usize, session_time: Option<i64>) -> Record {
             Some(15_728_644),
         ),
         event_time: T0 + session_time.unwrap_or(0),
+        timestamped: false,
         session_time,
         input_octets: session_time.map(|s| s * 1_000),
         output_octets: session_time.map(|s| s * 3_000),

@@ -105,6 +105,7 @@ impl Extractor<'_> {
             nas_ip,
             key,
             event_time,
+            timestamped: a.event_timestamp.is_some() && !clock_skewed,
             session_time: a.session_time.map(i64::from),
             input_octets: octets(a.in_octets, a.in_gigawords),
             output_octets: octets(a.out_octets, a.out_gigawords),

@@ -308,13 +308,24 @@ impl Engine {
     /// (or for a Start, whose session time is 0) the implied start must lie within the
     /// tolerance of the row's start. An Interim or Stop without Acct-Session-Time implies
     /// nothing, so it belongs to the open row, else to the newest row started before it.
+    ///
+    /// A closed row is not this packet's session when the packet's session began after the
+    /// row's stop: a session cannot start after it ended. That is a new session of the same
+    /// key (a short session, then a NAS reboot reusing the Acct-Session-Id, within the
+    /// tolerance), and it gets its own row instead of being acknowledged into the closed
+    /// one and lost. A Start's time is only this certain when it is the NAS's own
+    /// Event-Timestamp: without one, arrival time stands in, and a Start the NAS
+    /// retransmitted late (after its Stop) would look like a new session; such a Start is
+    /// left to the closed row, and the new session's first Interim or Stop opens its row.
     fn find_match(&self, work: &Work, rows: &[usize], r: &Record) -> Option<usize> {
         if r.session_time.is_some() || r.status == StatusType::Start {
             let implied = r.implied_start();
+            let certain = r.status != StatusType::Start || r.timestamped;
             return rows
                 .iter()
                 .copied()
                 .filter(|&i| (work.rows[i].start - implied).abs() <= self.tolerance_secs)
+                .filter(|&i| !(certain && work.rows[i].stop.is_some_and(|stop| implied > stop)))
                 .min_by_key(|&i| (work.rows[i].start - implied).abs());
         }
         rows.iter()

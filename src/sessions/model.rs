@@ -128,6 +128,10 @@ pub struct Record {
     pub key: SessionKey,
     /// When the event happened, after Event-Timestamp / Acct-Delay-Time reconciliation.
     pub event_time: Timestamp,
+    /// Whether `event_time` is the NAS's own Event-Timestamp (accepted within the skew),
+    /// rather than arrival time minus Acct-Delay-Time: a retransmission keeps the former,
+    /// while the latter moves with every retransmission.
+    pub timestamped: bool,
     pub session_time: Option<i64>,
     pub input_octets: Option<i64>,
     pub output_octets: Option<i64>,
@@ -159,6 +163,7 @@ impl Record {
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
             key: session.key,
             event_time: at,
+            timestamped: false,
             session_time: None,
             input_octets: None,
             output_octets: None,

@@ -15,6 +15,7 @@ both_backends!(
     stop_without_start_inserts_a_closed_row,
     repeated_start_and_stop_change_nothing,
     session_id_reuse_after_reboot_gets_a_new_row,
+    session_id_reuse_within_the_tolerance_of_a_closed_session_is_not_lost,
     newer_session_on_same_key_closes_the_open_row_as_lost_service,
     accounting_on_closes_every_session_of_that_nas,
     event_timestamp_outside_skew_falls_back_to_arrival_time,
@@ -272,6 +273,90 @@ async fn session_id_reuse_after_reboot_gets_a_new_row(b: Backend) {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0], closed[0]);
     assert_eq!(rows[1].stop, Some(i64::from(t0 + 260)));
+    h.server.stop().await;
+}
+
+/// A short session, then a NAS reboot that reuses the key, all within the 60 s tolerance:
+/// the new session starts after the closed one stopped, so it cannot be that session, and
+/// it gets its own row rather than being acknowledged into the closed row and lost.
+async fn session_id_reuse_within_the_tolerance_of_a_closed_session_is_not_lost(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 280;
+    h.client.send(&Acct::start("ivy", "81000001").at(t0)).await;
+    h.client
+        .send(&Acct::stop("ivy", "81000001").at(t0 + 20).time(20).cause(1))
+        .await;
+    let closed = h.rows().await;
+    // With the NAS's Event-Timestamp, the new Start is known to come after the Stop.
+    h.client
+        .send(&Acct::start("ivy", "81000001").at(t0 + 45))
+        .await;
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows[0], closed[0], "the closed row is untouched");
+    assert_eq!(rows[1].start, Some(i64::from(t0 + 45)));
+    assert_ne!(rows[1].acctuniqueid, rows[0].acctuniqueid);
+    h.client
+        .send(
+            &Acct::interim("ivy", "81000001")
+                .at(t0 + 105)
+                .time(60)
+                .octets(5000, 500),
+        )
+        .await;
+    h.client
+        .send(
+            &Acct::stop("ivy", "81000001")
+                .at(t0 + 165)
+                .time(120)
+                .octets(9000, 900)
+                .cause(1),
+        )
+        .await;
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows[0], closed[0]);
+    assert_eq!(rows[1].stop, Some(i64::from(t0 + 165)));
+    assert_eq!(
+        (rows[1].input, rows[1].session_time),
+        (Some(9000), Some(120))
+    );
+
+    // Without Event-Timestamp a Start's time is its arrival, and a late retransmission of
+    // the closed session's Start would look the same: that Start is left to the closed
+    // row, and the new session's first Interim (its session time says when it began)
+    // opens the new row.
+    let t1 = now() - 40;
+    h.client.send(&Acct::start("ivy", "81000002").at(t1)).await;
+    h.client
+        .send(&Acct::stop("ivy", "81000002").at(t1 + 10).time(10).cause(1))
+        .await;
+    // Arrives about 40 s after the first Start: within the tolerance, after the Stop.
+    h.client
+        .send(&Acct::start("ivy", "81000002").without(radacctd::radius::attr::EVENT_TIMESTAMP))
+        .await;
+    assert_eq!(h.rows().await.len(), 3, "the Start alone opens nothing");
+    h.client
+        .send(
+            &Acct::interim("ivy", "81000002")
+                .without(radacctd::radius::attr::EVENT_TIMESTAMP)
+                .time(now() - (t1 + 20))
+                .octets(77, 7),
+        )
+        .await;
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    let start = rows[3].start.unwrap();
+    assert!(
+        (i64::from(t1 + 19)..=i64::from(t1 + 21)).contains(&start),
+        "{rows:#?}"
+    );
+    assert_eq!(rows[3].input, Some(77));
+    assert_eq!(
+        rows[2].stop,
+        Some(i64::from(t1 + 10)),
+        "closed row untouched"
+    );
     h.server.stop().await;
 }
 

@@ -33,6 +33,7 @@ fn record(status: StatusType, user: &str, sid: &str, t: i64, session_time: Optio
         nas_ip,
         key: SessionKey::freeradius(user.as_bytes(), sid.as_bytes(), "10.0.0.1", b"", b"", None),
         event_time: t,
+        timestamped: false,
         session_time,
         input_octets: session_time.map(|s| s * 10),
         output_octets: session_time.map(|s| s * 20),

@@ -377,6 +377,7 @@ async fn archiver_interrupted_mid_batch_loses_and_duplicates_nothing(b: Backend)
                     None,
                 ),
                 event_time: t0,
+                timestamped: false,
                 session_time: Some(30),
                 input_octets: Some(1),
                 output_octets: Some(1),

@@ -169,7 +169,10 @@ impl Listener {
             skew_secs: self.skew_secs,
         };
         let arrival = chrono::Utc::now().timestamp();
-        let extracted = match extractor.extract(&frame, source.ip(), client.nas_id, arrival) {
+        // A socket bound to `[::]` sees IPv4 NASes as ::ffff:a.b.c.d; the session key and
+        // `nasipaddress` use the IPv4 form, as FreeRADIUS does.
+        let source_ip = source.ip().to_canonical();
+        let extracted = match extractor.extract(&frame, source_ip, client.nas_id, arrival) {
             Ok(e) => e,
             Err(Skip::MissingStatusType) => {
                 m::received("accounting");

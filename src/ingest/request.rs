@@ -65,11 +65,20 @@ impl Extractor<'_> {
             a.nas_port,
         );
 
-        let base = arrival - i64::from(a.delay.unwrap_or(0));
+        // An Acct-Delay-Time beyond a week is not a NAS that buffered accounting through an
+        // outage but a broken value (it would date the session decades back): ignore it
+        // and count it as clock trouble.
+        let delay = i64::from(a.delay.unwrap_or(0));
+        let delay_broken = delay > MAX_DELAY_SECS;
+        let base = if delay_broken {
+            arrival
+        } else {
+            arrival - delay
+        };
         let (event_time, clock_skewed) = match a.event_timestamp {
             Some(ts) if (i64::from(ts) - base).abs() <= self.skew_secs => (i64::from(ts), false),
             Some(_) => (base, true),
-            None => (base, false),
+            None => (base, delay_broken),
         };
 
         let name = |code: u8, v: Option<u32>| v.map(|v| self.enum_name(code, v));
@@ -78,7 +87,11 @@ impl Extractor<'_> {
             acctsessionid: text(a.session_id).unwrap_or_default(),
             realm: None,
             nasipaddress: Some(nas_ip),
-            nasportid: text(a.nas_port_id),
+            // As FreeRADIUS's queries.conf: NAS-Port-Id, else NAS-Port (MikroTik sends only
+            // NAS-Port for some services).
+            nasportid: text(a.nas_port_id)
+                .filter(|s| !s.is_empty())
+                .or_else(|| a.nas_port.map(|p| p.to_string().into_boxed_str())),
             nasporttype: name(attr::NAS_PORT_TYPE, a.nas_port_type),
             acctauthentic: name(attr::ACCT_AUTHENTIC, a.authentic),
             connectinfo_start: if status == StatusType::Start {
@@ -261,6 +274,9 @@ fn octet_count(low: u32, gigawords: Option<u32>) -> Option<i64> {
 
 /// A RADIUS text value as stored text: invalid UTF-8 replaced (U+FFFD) and NUL removed,
 /// because PostgreSQL `text` cannot hold NUL and a panel cannot show broken UTF-8.
+/// The largest Acct-Delay-Time taken at its word (a week).
+const MAX_DELAY_SECS: i64 = 7 * 86_400;
+
 fn text(v: Option<&[u8]>) -> Option<Box<str>> {
     let v = v?;
     let s = String::from_utf8_lossy(v);
@@ -408,6 +424,58 @@ mod tests {
         let e = extract(&a, 1_700_000_000).unwrap();
         assert_eq!(e.record.event_time, 1_700_000_000 - 7);
         assert!(e.clock_skewed);
+    }
+
+    #[test]
+    fn an_absurd_acct_delay_time_is_ignored_and_counted() {
+        let now = 1_700_000_000;
+        let delayed = |d: u32| {
+            extract(
+                &[
+                    (attr::ACCT_STATUS_TYPE, u32v(1)),
+                    (attr::ACCT_DELAY_TIME, u32v(d)),
+                ],
+                now,
+            )
+            .unwrap()
+        };
+        // Six days of buffering during an outage is taken as sent.
+        let e = delayed(6 * 86_400);
+        assert_eq!(e.record.event_time, i64::from(now) - 6 * 86_400);
+        assert!(!e.clock_skewed);
+        // Four billion seconds would date the session in 1900.
+        let e = delayed(4_000_000_000);
+        assert_eq!(e.record.event_time, i64::from(now));
+        assert!(e.clock_skewed);
+        assert!(!e.record.timestamped);
+    }
+
+    #[test]
+    fn nasportid_falls_back_to_nas_port_like_freeradius() {
+        let e = extract(
+            &[
+                (attr::ACCT_STATUS_TYPE, u32v(1)),
+                (attr::NAS_PORT, u32v(15_728_644)),
+            ],
+            1,
+        )
+        .unwrap();
+        assert_eq!(e.record.fields.nasportid.as_deref(), Some("15728644"));
+        for id in [&b""[..], b"<pppoe-bob>"] {
+            let e = extract(
+                &[
+                    (attr::ACCT_STATUS_TYPE, u32v(1)),
+                    (attr::NAS_PORT, u32v(7)),
+                    (attr::NAS_PORT_ID, id.to_vec()),
+                ],
+                1,
+            )
+            .unwrap();
+            let want = if id.is_empty() { "7" } else { "<pppoe-bob>" };
+            assert_eq!(e.record.fields.nasportid.as_deref(), Some(want));
+        }
+        let e = extract(&[(attr::ACCT_STATUS_TYPE, u32v(1))], 1).unwrap();
+        assert_eq!(e.record.fields.nasportid, None);
     }
 
     #[test]

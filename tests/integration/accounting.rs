@@ -18,6 +18,8 @@ both_backends!(
     session_id_reuse_within_the_tolerance_of_a_closed_session_is_not_lost,
     newer_session_on_same_key_closes_the_open_row_as_lost_service,
     accounting_on_closes_every_session_of_that_nas,
+    accounting_off_closes_every_session_of_that_nas_at_its_event_time,
+    dual_stack_listener_keys_ipv4_nases_by_their_ipv4_address,
     event_timestamp_outside_skew_falls_back_to_arrival_time,
     subscriber_online_flag_follows_open_sessions,
     late_packets_of_an_older_session_leave_the_open_one_alone,
@@ -392,6 +394,75 @@ async fn newer_session_on_same_key_closes_the_open_row_as_lost_service(b: Backen
         "at most one open row per key"
     );
     h.server.stop().await;
+}
+
+async fn accounting_off_closes_every_session_of_that_nas_at_its_event_time(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 200;
+    for (u, sid) in [("off1", "1"), ("off2", "2")] {
+        h.client.send(&Acct::start(u, sid).at(t0)).await;
+    }
+    h.client
+        .send(
+            &Acct::start("elsewhere", "3")
+                .at(t0)
+                .without(attr::NAS_IP_ADDRESS)
+                .with(attr::NAS_IP_ADDRESS, vec![10, 9, 9, 8]),
+        )
+        .await;
+    // Acct-Status-Type = Accounting-Off (8): the NAS is shutting down.
+    let off = Acct {
+        attrs: vec![
+            (attr::ACCT_STATUS_TYPE, 8u32.to_be_bytes().to_vec()),
+            (attr::NAS_IP_ADDRESS, vec![127, 0, 0, 1]),
+            (attr::EVENT_TIMESTAMP, (t0 + 150).to_be_bytes().to_vec()),
+        ],
+    };
+    let reply = h.client.send(&off).await;
+    assert_eq!(reply[0], 5, "Accounting-Response");
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 3);
+    for r in rows.iter().filter(|r| r.username != "elsewhere") {
+        assert_eq!(r.cause.as_deref(), Some("NAS-Reboot"), "{r:?}");
+        assert_eq!(r.stop, Some(i64::from(t0 + 150)));
+        assert_eq!(r.session_time, Some(150));
+    }
+    let other = rows.iter().find(|r| r.username == "elsewhere").unwrap();
+    assert_eq!(other.stop, None, "another NAS's session stays open");
+    assert_eq!(h.server.index.len(), 1);
+    h.server.stop().await;
+}
+
+/// A listener bound to `[::]` receives IPv4 NASes as `::ffff:a.b.c.d`. Without
+/// NAS-IP-Address the source address names the NAS in `nasipaddress` and in the session
+/// key, and it must be the IPv4 form FreeRADIUS writes.
+async fn dual_stack_listener_keys_ipv4_nases_by_their_ipv4_address(b: Backend) {
+    let db = crate::harness::TestDb::new(b).await;
+    let mut cfg = crate::harness::config(&db, "");
+    cfg.radius.listen = "[::]:0".parse().unwrap();
+    let server = radacctd::app::Server::start(cfg).await.unwrap();
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], server.radius_addr.port()));
+    let client = crate::harness::RadClient::new(to, crate::harness::SECRET).await;
+    client
+        .send(
+            &Acct::start("v4nas", "46")
+                .at(now() - 5)
+                .without(attr::NAS_IP_ADDRESS),
+        )
+        .await;
+    let rows = crate::harness::rows(&server.store).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].nasipaddress, "127.0.0.1", "{rows:?}");
+    let key = radacctd::sessions::SessionKey::freeradius(
+        b"v4nas",
+        b"46",
+        "127.0.0.1",
+        b"MikroTik",
+        b"bridge1",
+        None,
+    );
+    assert_eq!(rows[0].acctuniqueid, key.to_hex());
+    server.stop().await;
 }
 
 async fn accounting_on_closes_every_session_of_that_nas(b: Backend) {

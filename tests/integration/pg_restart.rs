@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use radacctd::app::Server;
 
@@ -81,9 +81,13 @@ async fn postgres_restart_during_traffic_loses_nothing_and_applies_nothing_twice
 
     const SESSIONS: usize = 40;
     let t0 = now() - 200;
+    let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..SESSIONS {
         tasks.push(tokio::spawn(async move {
+            // Sessions spread over ~4 s, so that traffic keeps arriving before, during and
+            // after the outage.
+            tokio::time::sleep(Duration::from_millis(100 * i as u64)).await;
             let client = RadClient::new(addr, SECRET).await;
             let (u, sid) = (format!("r{i}"), format!("{i}"));
             let packets = [
@@ -98,36 +102,54 @@ async fn postgres_restart_during_traffic_loses_nothing_and_applies_nothing_twice
                     .octets(900, 1800)
                     .cause(1),
             ];
-            let mut acked = 0;
+            // (first sent, answered) of each acknowledged packet.
+            let mut acked = Vec::new();
             for p in &packets {
                 let bytes = p.encode(client.next_id(), SECRET);
+                let sent = Instant::now();
                 // Like a NAS: retransmit the same packet until answered (up to ~15 s).
                 if client
                     .exchange(&bytes, 60, Duration::from_millis(250))
                     .await
                     .is_some()
                 {
-                    acked += 1;
+                    acked.push((sent, Instant::now()));
                 }
-                tokio::time::sleep(Duration::from_millis(20 * (i as u64 % 5))).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
             }
             acked
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let path = cluster.dir.path().to_owned();
+    let down_from = Instant::now();
     tokio::task::spawn_blocking(move || Cluster::restart(path, 2))
         .await
         .unwrap();
+    let back = Instant::now();
 
-    let mut acked = 0;
+    let mut acked = Vec::new();
     for t in tasks {
-        acked += t.await.unwrap();
+        acked.extend(t.await.unwrap());
     }
     assert_eq!(
-        acked,
+        acked.len(),
         SESSIONS * 3,
         "every packet was acknowledged after the restart"
+    );
+    // The restart really happened in the middle of the traffic: packets were answered
+    // before it, and packets first sent while PostgreSQL was down were answered only after.
+    let before = acked.iter().filter(|(_, a)| *a < down_from).count();
+    let across = acked
+        .iter()
+        .filter(|(s, a)| *s >= down_from && *s < back && *a >= back)
+        .count();
+    assert!(
+        before > 0 && across > 0,
+        "traffic did not straddle the restart ({before} answered before it, {across} \
+         sent during it; restart took {:?} after {:?})",
+        back - down_from,
+        down_from - started
     );
     let rows = rows(&server.store).await;
     assert_eq!(rows.len(), SESSIONS, "one row per session: {rows:#?}");

@@ -345,16 +345,27 @@ impl Engine {
         // Whether this packet changes only the row's progress (times and counters).
         let mut progress = true;
         let event = match (r.status, row.stop_source) {
-            // A repeated Start changes nothing.
+            // The Start of a session an Interim-Update opened (the Start came late): it
+            // brings the attributes only a Start has (Connect-Info) and is kept in the
+            // history. A Start repeated by the NAS brings nothing new and changes nothing.
+            (StatusType::Start, None) => {
+                let filled = row.fields.fill_missing_from(&r.fields);
+                progress = !filled;
+                filled.then_some("Start")
+            }
             (StatusType::Start, _) => None,
             (StatusType::InterimUpdate, None) => {
                 progress = !row.fields.fill_missing_from(&r.fields);
+                // A late, older Interim-Update rewinds nothing but is still one of the
+                // session's data points for the history; only an exact repeat (same time,
+                // nothing new) is not.
+                let older = r.event_time < row.update;
                 let changed = advance(row, r);
                 if r.event_time > row.update {
                     row.interval = Some(r.event_time - row.update);
                     row.update = r.event_time;
                 }
-                changed.then_some("Interim-Update")
+                (changed || older).then_some("Interim-Update")
             }
             (StatusType::Stop, None) => {
                 progress = false;
@@ -408,11 +419,20 @@ impl Engine {
             let ev = event_of(&work.rows[i], kind, r.event_time, StopSource::Nas);
             // Record the packet's own values, not the max-ed row values, so the history
             // shows what the NAS said.
-            let ev = Event {
-                session_time: r.session_time.unwrap_or(ev.session_time),
-                input_octets: r.input_octets.unwrap_or(ev.input_octets),
-                output_octets: r.output_octets.unwrap_or(ev.output_octets),
-                ..ev
+            let ev = if kind == "Start" {
+                Event {
+                    session_time: 0,
+                    input_octets: 0,
+                    output_octets: 0,
+                    ..ev
+                }
+            } else {
+                Event {
+                    session_time: r.session_time.unwrap_or(ev.session_time),
+                    input_octets: r.input_octets.unwrap_or(ev.input_octets),
+                    output_octets: r.output_octets.unwrap_or(ev.output_octets),
+                    ..ev
+                }
             };
             work.touch(i, progress);
             work.events.push((i, ev));

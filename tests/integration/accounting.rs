@@ -12,6 +12,7 @@ both_backends!(
     retransmitted_stop_is_recorded_once,
     counters_never_rewind_and_stop_without_counters_keeps_them,
     interim_without_start_opens_a_row,
+    a_late_start_and_a_late_interim_are_kept_in_the_history,
     stop_without_start_inserts_a_closed_row,
     repeated_start_and_stop_change_nothing,
     session_id_reuse_after_reboot_gets_a_new_row,
@@ -190,6 +191,82 @@ async fn interim_without_start_opens_a_row(b: Backend) {
         .send(&Acct::interim("dan", "3").at(t + 60).time(660).octets(3, 4))
         .await;
     assert_eq!(h.rows().await.len(), 1);
+    h.server.stop().await;
+}
+
+/// Every Start / Interim-Update / Stop of a session is an event row (DESIGN.md §3), also when
+/// it arrives out of order: a Start after the Interim that opened the row brings its
+/// Connect-Info, and an older Interim rewinds nothing but is still a point of the history.
+/// An exact repeat adds nothing.
+async fn a_late_start_and_a_late_interim_are_kept_in_the_history(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 250;
+    h.client
+        .send(
+            &Acct::interim("late", "91")
+                .at(t0 + 120)
+                .time(120)
+                .octets(1200, 120),
+        )
+        .await;
+    h.client
+        .send(
+            &Acct::start("late", "91")
+                .at(t0)
+                .with(attr::CONNECT_INFO, b"1Gbps".to_vec()),
+        )
+        .await;
+    h.client
+        .send(
+            &Acct::interim("late", "91")
+                .at(t0 + 60)
+                .time(60)
+                .octets(600, 60),
+        )
+        .await;
+    // The same Start again (a NAS repeat outside the duplicate window): nothing new.
+    h.client
+        .send(
+            &Acct::start("late", "91")
+                .at(t0)
+                .with(attr::CONNECT_INFO, b"1Gbps".to_vec()),
+        )
+        .await;
+    let rows = h.rows().await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].start, Some(i64::from(t0)));
+    assert_eq!(
+        (rows[0].input, rows[0].session_time),
+        (Some(1200), Some(120))
+    );
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct WHERE connectinfo_start = '1Gbps'")
+            .await,
+        1,
+        "the late Start's Connect-Info is kept"
+    );
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events").await,
+        3,
+        "Interim, Start, older Interim"
+    );
+    assert_eq!(
+        h.scalar(
+            "SELECT COUNT(*) FROM radacct_events WHERE eventtype = 'Start' \
+             AND acctinputoctets = 0 AND acctsessiontime = 0"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        h.scalar(
+            "SELECT COUNT(*) FROM radacct_events WHERE eventtype = 'Interim-Update' \
+             AND acctinputoctets = 600"
+        )
+        .await,
+        1,
+        "the older Interim is in the history with its own counters"
+    );
     h.server.stop().await;
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use radacctd::radius::attr;
 
 use crate::both_backends;
-use crate::harness::{Acct, Backend, Harness, now};
+use crate::harness::{Acct, Backend, Harness, Row, now};
 
 both_backends!(
     full_pppoe_session_is_recorded_like_freeradius,
@@ -325,25 +325,38 @@ async fn repeated_start_and_stop_change_nothing(b: Backend) {
     h.server.stop().await;
 }
 
-async fn session_id_reuse_after_reboot_gets_a_new_row(b: Backend) {
-    let h = Harness::start(b).await;
-    let t0 = now() - 280;
-    h.client.send(&Acct::start("gus", "81000001").at(t0)).await;
+/// A session of `user` on key 81000001 from `t0` that lasted `lasted` seconds, then — the
+/// NAS rebooted — a Start reusing the key at `restart`: the closed row stays untouched and
+/// the new session gets its own open row with a derived `acctuniqueid`. Returns the closed
+/// rows as they were before the new Start.
+async fn reuse_key_after(h: &Harness, user: &str, t0: u32, lasted: u32, restart: u32) -> Vec<Row> {
+    h.client.send(&Acct::start(user, "81000001").at(t0)).await;
     h.client
-        .send(&Acct::stop("gus", "81000001").at(t0 + 30).time(30).cause(1))
+        .send(
+            &Acct::stop(user, "81000001")
+                .at(t0 + lasted)
+                .time(lasted)
+                .cause(1),
+        )
         .await;
     let closed = h.rows().await;
-    // After a NAS reboot the same Acct-Session-Id names a new session.
     h.client
-        .send(&Acct::start("gus", "81000001").at(t0 + 200))
+        .send(&Acct::start(user, "81000001").at(restart))
         .await;
     let rows = h.rows().await;
     assert_eq!(rows.len(), 2, "{rows:#?}");
     assert_eq!(rows[0], closed[0], "the closed row is untouched");
     assert_ne!(rows[1].acctuniqueid, rows[0].acctuniqueid);
     assert_eq!(rows[1].acctuniqueid.len(), 32);
-    assert_eq!(rows[1].start, Some(i64::from(t0 + 200)));
+    assert_eq!(rows[1].start, Some(i64::from(restart)));
     assert_eq!(rows[1].stop, None);
+    closed
+}
+
+async fn session_id_reuse_after_reboot_gets_a_new_row(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 280;
+    let closed = reuse_key_after(&h, "gus", t0, 30, t0 + 200).await;
     // Its Stop finds the new row, not the old one.
     h.client
         .send(&Acct::stop("gus", "81000001").at(t0 + 260).time(60).cause(1))
@@ -361,20 +374,8 @@ async fn session_id_reuse_after_reboot_gets_a_new_row(b: Backend) {
 async fn session_id_reuse_within_the_tolerance_of_a_closed_session_is_not_lost(b: Backend) {
     let h = Harness::start(b).await;
     let t0 = now() - 280;
-    h.client.send(&Acct::start("ivy", "81000001").at(t0)).await;
-    h.client
-        .send(&Acct::stop("ivy", "81000001").at(t0 + 20).time(20).cause(1))
-        .await;
-    let closed = h.rows().await;
     // With the NAS's Event-Timestamp, the new Start is known to come after the Stop.
-    h.client
-        .send(&Acct::start("ivy", "81000001").at(t0 + 45))
-        .await;
-    let rows = h.rows().await;
-    assert_eq!(rows.len(), 2, "{rows:#?}");
-    assert_eq!(rows[0], closed[0], "the closed row is untouched");
-    assert_eq!(rows[1].start, Some(i64::from(t0 + 45)));
-    assert_ne!(rows[1].acctuniqueid, rows[0].acctuniqueid);
+    let closed = reuse_key_after(&h, "ivy", t0, 20, t0 + 45).await;
     h.client
         .send(
             &Acct::interim("ivy", "81000001")

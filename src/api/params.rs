@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use super::error::ApiError;
@@ -33,6 +35,29 @@ impl Params {
     /// A parameter's value, `None` when absent or empty (`?nas_id=` means no filter).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+}
+
+/// The `{id}` / `{username}` segment of a route, or `invalid` when it cannot be decoded
+/// (percent-encoded bytes that are not UTF-8, such as `/api/sessions/%FF`). Handlers take
+/// the segment as a `Result` and call this after their token and permission checks, so
+/// that the order of checks is the same as for query parameters and the answer is the
+/// contract's JSON error rather than axum's plain-text rejection.
+pub fn path_segment(
+    segment: Result<Path<String>, PathRejection>,
+    invalid: ApiError,
+) -> Result<String, ApiError> {
+    match segment {
+        Ok(Path(s)) => Ok(s),
+        Err(PathRejection::FailedToDeserializePathParams(e)) => {
+            tracing::debug!(error = %e.body_text(), "undecodable path segment");
+            Err(invalid)
+        }
+        // No parameter at all: a route registered without `{…}`, a bug of ours.
+        Err(e) => Err(ApiError::Internal(format!(
+            "path parameter: {}",
+            e.body_text()
+        ))),
     }
 }
 

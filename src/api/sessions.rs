@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -13,7 +14,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::{Caller, SESSIONS_VIEW};
 use super::error::ApiError;
-use super::params::{ListParams, Params};
+use super::params::{ListParams, Params, path_segment};
 use super::scope::Scope;
 use super::view;
 use crate::sessions::store::query::{SortKey, StatusFilter};
@@ -101,9 +102,10 @@ pub async fn active_list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(SESSIONS_VIEW)?;
+    let id = path_segment(id, ApiError::SessionNotFound)?;
     let session = find(&state, &id).await?;
     let scope = Scope::of(&caller, &state.store).await?;
     if !scope.allows(&session.fields.username) {

@@ -377,6 +377,21 @@ async fn bad_parameters_and_callers_get_the_contract_errors(b: Backend) {
         }
     }
 
+    // An export of the archive says so in its filename (API.md).
+    for (query, name) in [
+        ("source=archive", "archive-closed"),
+        ("source=archive&status=all", "archive-all"),
+    ] {
+        let (code, body, headers) = csv(
+            &h,
+            &format!("/api/sessions/export?{query}&columns=username"),
+            &admin,
+        )
+        .await;
+        assert_eq!((code, body.as_str()), (200, "username\n"), "{query}");
+        assert_attachment(header(&headers, "content-disposition"), name);
+    }
+
     let (status, body) = api_json(&h, "/api/sessions/export?status=closed", None).await;
     assert_eq!((status, body), (401, error("missing token")));
 

@@ -1227,3 +1227,195 @@ async fn subscriber_asking_for_another_users_session_gets_403(b: Backend) {
     assert_eq!(others, 10, "five sessions of other users, two URIs each");
     h.server.stop().await;
 }
+
+/// A server whose `[auth]` is `auth_toml` instead of the harness's HS256 secret.
+async fn server_with_auth(db: &crate::harness::TestDb, auth_toml: &str) -> radacctd::app::Server {
+    let toml = format!(
+        "[database]\nurl = \"{url}\"\nmax_connections = 4\n\
+         [radius]\nlisten = \"127.0.0.1:0\"\ndefault_client = false\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n\
+         [auth]\n{auth_toml}\n",
+        url = db.url
+    );
+    let file =
+        radacctd::config::FileConfig::parse(std::path::Path::new("test.toml"), &toml).unwrap();
+    let config =
+        radacctd::config::Config::build(file, radacctd::config::Overrides::default()).unwrap();
+    radacctd::app::Server::start(config).await.unwrap()
+}
+
+/// GET over real HTTP with `Authorization: Bearer <tok>`: the status and the message.
+async fn http_status(server: &radacctd::app::Server, tok: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/api/sessions/count", server.http_addr))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn jwt_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/jwt")
+        .join(name)
+}
+
+fn admin_claims() -> radacctd::api::auth::Claims {
+    use radacctd::api::auth::{Claims, Role, now_secs};
+    Claims {
+        sub: "panel".into(),
+        role: Role::Admin,
+        reseller_id: None,
+        username: None,
+        permissions: vec![],
+        exp: now_secs() + 600,
+        iat: None,
+        aud: None,
+        iss: None,
+    }
+}
+
+fn sign_with(alg: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &admin_claims(), key).unwrap()
+}
+
+/// With `jwt_algorithm = "RS256"` and the public key file configured, the whole server
+/// accepts tokens of the matching private key only: not another key's, not `alg: none`,
+/// not an EdDSA token, not HS256 — neither with the old shared secret nor with the public
+/// key's bytes as the HMAC secret (algorithm confusion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_public_key_verification_over_http_refuses_algorithm_confusion() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use radacctd::api::auth::mint_hs256;
+    let db = crate::harness::TestDb::new(Backend::Sqlite).await;
+    let public = jwt_fixture("rs256-public.pem");
+    let server = server_with_auth(
+        &db,
+        &format!(
+            "jwt_algorithm = \"RS256\"\njwt_public_key_file = \"{}\"\n",
+            public.display()
+        ),
+    )
+    .await;
+    let private =
+        EncodingKey::from_rsa_pem(&std::fs::read(jwt_fixture("rs256-private.pem")).unwrap())
+            .unwrap();
+    let good = sign_with(Algorithm::RS256, &private);
+    let (code, v) = http_status(&server, &good).await;
+    assert_eq!((code, v["count"].as_i64()), (200, Some(0)), "{v}");
+
+    let public_pem = std::fs::read_to_string(&public).unwrap();
+    let public_b64: String = public_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let other =
+        EncodingKey::from_rsa_pem(&std::fs::read(jwt_fixture("rs256-other-private.pem")).unwrap())
+            .unwrap();
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let ed_key = EncodingKey::from_ed_pem(ed.serialize_pem().as_bytes()).unwrap();
+    let payload = good.split('.').nth(1).unwrap();
+    let mut refused = vec![
+        sign_with(Algorithm::RS256, &other),
+        sign_with(Algorithm::EdDSA, &ed_key),
+        sign_with(Algorithm::PS256, &private),
+        mint_hs256(crate::harness::JWT_SECRET, &admin_claims()).unwrap(),
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}."),
+    ];
+    for secret in [
+        public_pem.as_str(),
+        public_pem.trim_end(),
+        public_b64.as_str(),
+    ] {
+        refused.push(mint_hs256(secret, &admin_claims()).unwrap());
+    }
+    for tok in &refused {
+        let (code, v) = http_status(&server, tok).await;
+        assert_eq!(
+            (code, v),
+            (
+                401,
+                serde_json::json!({"success": false, "message": "invalid token"})
+            ),
+            "{tok:.60}"
+        );
+    }
+    server.stop().await;
+}
+
+/// The same with `jwt_algorithm = "EdDSA"` and an Ed25519 key pair made for the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eddsa_public_key_verification_over_http_refuses_algorithm_confusion() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use radacctd::api::auth::mint_hs256;
+    let db = crate::harness::TestDb::new(Backend::Sqlite).await;
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("ed25519-public.pem");
+    let public_pem = pair.public_key_pem();
+    std::fs::write(&public, &public_pem).unwrap();
+    let server = server_with_auth(
+        &db,
+        &format!(
+            "jwt_algorithm = \"EdDSA\"\njwt_public_key_file = \"{}\"\n",
+            public.display()
+        ),
+    )
+    .await;
+    let key = EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let good = sign_with(Algorithm::EdDSA, &key);
+    let (code, v) = http_status(&server, &good).await;
+    assert_eq!((code, v["count"].as_i64()), (200, Some(0)), "{v}");
+
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let other = EncodingKey::from_ed_pem(other.serialize_pem().as_bytes()).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(jwt_fixture("rs256-private.pem")).unwrap())
+        .unwrap();
+    let public_b64: String = public_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let payload = good.split('.').nth(1).unwrap();
+    let mut refused = vec![
+        sign_with(Algorithm::EdDSA, &other),
+        sign_with(Algorithm::RS256, &rsa),
+        mint_hs256(crate::harness::JWT_SECRET, &admin_claims()).unwrap(),
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}."),
+    ];
+    for secret in [
+        public_pem.as_str(),
+        public_pem.trim_end(),
+        public_b64.as_str(),
+    ] {
+        refused.push(mint_hs256(secret, &admin_claims()).unwrap());
+    }
+    // The valid signature on a tampered payload.
+    let sig = good.split('.').nth(2).unwrap();
+    let header = good.split('.').next().unwrap();
+    let mut tampered = admin_claims();
+    tampered.sub = "eve".into();
+    let tampered = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::EdDSA),
+        &tampered,
+        &other,
+    )
+    .unwrap();
+    refused.push(format!(
+        "{header}.{}.{sig}",
+        tampered.split('.').nth(1).unwrap()
+    ));
+    for tok in &refused {
+        let (code, v) = http_status(&server, tok).await;
+        assert_eq!(
+            (code, v),
+            (
+                401,
+                serde_json::json!({"success": false, "message": "invalid token"})
+            ),
+            "{tok:.60}"
+        );
+    }
+    server.stop().await;
+}

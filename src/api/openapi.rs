@@ -112,7 +112,7 @@ fn filter_params() -> Vec<Value> {
         ),
         query(
             "search",
-            "Case-insensitive substring of username, framedipaddress or callingstationid.",
+            "Substring of username, framedipaddress or callingstationid; `%` and `_` are literal. Case-insensitive for the ASCII letters A-Z only (`änne` does not find `ÄNNE` among open sessions or on SQLite; PostgreSQL's ILIKE may fold non-ASCII letters of stored sessions).",
             json!({ "type": "string", "maxLength": 253 }),
         ),
         query(

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +27,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::auth::{Caller, Role};
 use super::error::{self, ApiError};
-use super::params::{DEFAULT_LIMIT, MAX_LIMIT, Params};
+use super::params::{DEFAULT_LIMIT, MAX_LIMIT, Params, path_segment};
 use crate::sessions::Store;
 use crate::sessions::store::StoreError;
 use crate::sessions::store::directory::{DirectoryError, ResellerRow, SubscriberRow};
@@ -39,6 +40,11 @@ pub const MAX_IMPORT_BYTES: usize = 10 * 1024 * 1024;
 const MAX_USERNAME_BYTES: usize = 253;
 /// Longest reseller name (the SQLite schema's `varchar(128)`).
 const MAX_NAME_CHARS: usize = 128;
+
+/// The 400 for a `{username}` segment whose percent-encoded bytes are not UTF-8.
+const USERNAME_NOT_UTF8: &str = "invalid username, must be percent-encoded UTF-8";
+/// The 400 for a `{id}` segment that is not a positive integer (undecodable bytes included).
+const BAD_RESELLER_ID: &str = "invalid reseller id, must be a positive integer";
 
 const SUBSCRIBER_HEADER: [&str; 2] = ["username", "reseller_id"];
 const RESELLER_HEADER: [&str; 3] = ["id", "parent_id", "name"];
@@ -127,9 +133,15 @@ fn paging(p: &Params) -> Result<(i64, i64), ApiError> {
 pub async fn get_subscriber(
     State(state): State<AppState>,
     caller: Caller,
-    Path(username): Path<String>,
+    username: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require_admin(&caller)?;
+    let username = path_segment(username, ApiError::bad(USERNAME_NOT_UTF8))?;
+    // The rules of PUT: a name that could never be stored is a 400, and it never reaches
+    // the database (PostgreSQL refuses a NUL in text, which would be a 500).
+    if let Some(problem) = username_problem(&username) {
+        return Err(ApiError::bad(format!("invalid username, {problem}")));
+    }
     let subscriber = state
         .store
         .subscriber(&username)
@@ -143,7 +155,7 @@ pub async fn get_subscriber(
 pub async fn put_subscriber(
     State(state): State<AppState>,
     caller: Caller,
-    Path(username): Path<String>,
+    username: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
     require_admin(&caller)?;
@@ -151,6 +163,7 @@ pub async fn put_subscriber(
         Ok(b) => b,
         Err(refused) => return Ok(refused),
     };
+    let username = path_segment(username, ApiError::bad(USERNAME_NOT_UTF8))?;
     if let Some(problem) = username_problem(&username) {
         return Err(ApiError::bad(format!("invalid username, {problem}")));
     }
@@ -268,7 +281,7 @@ pub async fn list_resellers(
 pub async fn put_reseller(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
     require_admin(&caller)?;
@@ -276,11 +289,11 @@ pub async fn put_reseller(
         Ok(b) => b,
         Err(refused) => return Ok(refused),
     };
-    let id = id
+    let id = path_segment(id, ApiError::bad(BAD_RESELLER_ID))?
         .parse::<i64>()
         .ok()
         .filter(|&n| n >= 1)
-        .ok_or_else(|| ApiError::bad("invalid reseller id, must be a positive integer"))?;
+        .ok_or_else(|| ApiError::bad(BAD_RESELLER_ID))?;
     let example = r#"{"parent_id": 1, "name": "North"}"#;
     let mut body = json_object(&body, example)?;
     only_fields(&body, &["parent_id", "name"])?;

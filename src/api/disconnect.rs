@@ -8,6 +8,7 @@
 //! already closed answers `already_closed`. Every attempt goes to the audit log.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -15,6 +16,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::{Caller, SUBSCRIBERS_DISCONNECT};
 use super::error::ApiError;
+use super::params::path_segment;
 use super::scope::Scope;
 use super::sessions::find;
 use crate::coa::Method;
@@ -23,9 +25,11 @@ use crate::sessions::store::audit::AuditEntry;
 pub async fn disconnect(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(SUBSCRIBERS_DISCONNECT)?;
+    // Percent-encoded bytes that are not UTF-8 cannot name a session either.
+    let id = path_segment(id, ApiError::SessionNotFound)?;
     let session = find(&state, &id).await?;
     let scope = Scope::of(&caller, &state.store).await?;
     if !scope.allows(&session.fields.username) {

@@ -346,7 +346,7 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     caller.require(SESSIONS_VIEW)?;
     let params = Params::parse(raw.as_deref());
-    let list = ListParams::parse(&params)?;
+    let list = ListParams::parse_unpaged(&params)?;
     match params.get("format").map(str::to_ascii_lowercase).as_deref() {
         None | Some("csv") => {}
         Some(_) => return Err(ApiError::bad("invalid format, must be csv")),

@@ -69,21 +69,19 @@ fn paged(item: Value) -> Value {
     e
 }
 
-/// Responses every authenticated `/api` route can give besides its own.
+/// Responses every authenticated `/api` route can give besides its own. A status the
+/// route already describes is kept: its own text (disconnect's 503 `NAS unreachable`,
+/// export's 429 for busy export slots) already names the common cause too.
 fn common(mut responses: Value) -> Value {
     if let Some(map) = responses.as_object_mut() {
-        map.insert(
-            "401".into(),
-            json!({ "$ref": "#/components/responses/Unauthorized" }),
-        );
-        map.insert(
-            "429".into(),
-            json!({ "$ref": "#/components/responses/RateLimited" }),
-        );
-        map.insert(
-            "503".into(),
-            json!({ "$ref": "#/components/responses/StoreUnavailable" }),
-        );
+        for (status, shared) in [
+            ("401", "Unauthorized"),
+            ("429", "RateLimited"),
+            ("503", "StoreUnavailable"),
+        ] {
+            map.entry(status)
+                .or_insert_with(|| json!({ "$ref": format!("#/components/responses/{shared}") }));
+        }
     }
     responses
 }
@@ -114,7 +112,7 @@ fn filter_params() -> Vec<Value> {
         ),
         query(
             "search",
-            "Case-insensitive substring of username, framedipaddress or callingstationid.",
+            "Substring of username, framedipaddress or callingstationid; `%` and `_` are literal. Case-insensitive for the ASCII letters A-Z only (`änne` does not find `ÄNNE` among open sessions or on SQLite; PostgreSQL's ILIKE may fold non-ASCII letters of stored sessions).",
             json!({ "type": "string", "maxLength": 253 }),
         ),
         query(
@@ -167,6 +165,8 @@ fn paging_params() -> Vec<Value> {
 
 const LIST_400: &[&str] = &[
     "invalid status, must be active/closed/all",
+    "invalid status, the archive holds closed sessions only",
+    "invalid source, must be live/archive",
     "invalid page, must be a positive integer",
     "invalid limit, must be between 1 and 500",
     "invalid search, must be at most 253 characters",
@@ -273,7 +273,7 @@ fn paths() -> Value {
     ));
     export_params.push(query(
         "columns",
-        "Comma-separated list restricting the columns (default: all, in the order of the sample header).",
+        "Comma-separated field names of the Session object, in the order wanted; spaces and empty items are ignored, an unknown or repeated name is refused. Default (absent or empty): the 10 columns of the contract's sample header, radacctid,username,nasipaddress,framedipaddress,acctstarttime,acctstoptime,acctsessiontime,acctinputoctets,acctoutputoctets,acctterminatecause; the other fields only when listed.",
         json!({ "type": "string", "example": "radacctid,username,acctstarttime" }),
     ));
 
@@ -338,7 +338,7 @@ fn paths() -> Value {
                 "get": {
                     "tags": ["Sessions"],
                     "summary": "Export sessions as CSV",
-                    "description": "Permission: sessions.view. Same filters as GET /api/sessions (paging ignored). Streamed with constant memory; at most 500,000 rows.",
+                    "description": "Permission: sessions.view. Same filters as GET /api/sessions; `page` and `limit` are ignored (not even validated). Streamed with constant memory; at most 500,000 rows.",
                     "operationId": "exportSessions",
                     "parameters": export_params,
                     "responses": common(json!({
@@ -347,9 +347,16 @@ fn paths() -> Value {
                             "headers": { "Content-Disposition": { "schema": { "type": "string" }, "description": "attachment; filename=…" } },
                             "content": { "text/csv": { "schema": { "type": "string" } } },
                         },
-                        "400": error("Validation failure on query params: the messages of GET /api/sessions, plus `invalid format, must be csv`, `invalid columns, unknown column: <name>` and `invalid columns, duplicate column: <name>`.", &[]),
+                        "400": error("Validation failure on query params: the messages of GET /api/sessions except those of `page` and `limit`, plus `invalid format, must be csv`, `invalid columns, unknown column: <name>` and `invalid columns, duplicate column: <name>`.", &[]),
                         "403": view_denied(),
                         "413": error("Export row count exceeded (500,000).", &["too many rows, narrow date range"]),
+                        "429": {
+                            "description": "More than 300 requests per minute from this client address, or every export slot (`http.max_concurrent_exports`) is streaming.",
+                            "headers": { "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait (10 for busy export slots)." } },
+                            "content": { "application/json": { "schema": {
+                                "allOf": [schema_ref("Error"), { "type": "object", "properties": { "message": { "type": "string", "enum": ["rate limit exceeded", "too many concurrent exports, try again later"] } } }],
+                            } } },
+                        },
                     })),
                 }
             }),
@@ -404,7 +411,7 @@ fn paths() -> Value {
                     "responses": common(json!({
                         "200": ok_json("The session.", envelope(schema_ref("Session"))),
                         "403": error("Lacks sessions.view, or the session is outside the caller's scope.", &["sessions.view denied", "not authorized"]),
-                        "404": error("radacctid does not exist.", &["session not found"]),
+                        "404": error("radacctid does not exist, or the id is not a number (or not even UTF-8).", &["session not found"]),
                     })),
                 },
                 "delete": disconnect_operation(
@@ -504,6 +511,10 @@ fn paths() -> Value {
                     "responses": common(json!({
                         "200": ok_json("The subscriber.", envelope(schema_ref("Subscriber"))),
                         "403": admin_only(),
+                        "400": error("The username cannot be one: control characters, longer than 253 bytes, or percent-encoded bytes that are not UTF-8.", &[
+                            "invalid username, must be 1 to 253 bytes without control characters",
+                            "invalid username, must be percent-encoded UTF-8",
+                        ]),
                         "404": error("No such subscriber.", &["subscriber not found"]),
                     })),
                 },
@@ -531,6 +542,7 @@ fn paths() -> Value {
                             "invalid reseller_id, must be a positive integer or null",
                             "request body must be a JSON object such as {\"reseller_id\": 2}",
                             "invalid username, must be 1 to 253 bytes without control characters",
+                            "invalid username, must be percent-encoded UTF-8",
                         ]),
                         "403": admin_only(),
                         "413": error("Body larger than 64 KiB.", &["request body too large, at most 64 KiB"]),
@@ -911,6 +923,92 @@ mod tests {
         for s in ["200", "401", "403", "404", "503"] {
             assert!(statuses.contains_key(s), "disconnect lacks {s}");
         }
+    }
+
+    /// The messages a response lists (`allOf[1].properties.message.enum`).
+    fn messages(response: &Value) -> Vec<&str> {
+        response["content"]["application/json"]["schema"]["allOf"][1]["properties"]["message"]
+            ["enum"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// `common()` adds the shared 401/429/503 without replacing a route's own: the
+    /// disconnect's 503 is `NAS unreachable` (and the database), not only the database.
+    #[test]
+    fn a_routes_own_responses_survive_the_common_ones() {
+        let doc = build();
+        for (path, method) in [
+            ("/api/sessions/{id}/disconnect", "post"),
+            ("/api/sessions/{id}", "delete"),
+        ] {
+            let r = &doc["paths"][path][method]["responses"]["503"];
+            assert!(
+                messages(r).contains(&"NAS unreachable"),
+                "{method} {path} 503: {r}"
+            );
+            assert!(messages(r).contains(&"database unavailable"));
+        }
+        let r = &doc["paths"]["/api/sessions/export"]["get"]["responses"]["429"];
+        assert_eq!(
+            messages(r),
+            [
+                "rate limit exceeded",
+                "too many concurrent exports, try again later"
+            ]
+        );
+        // Routes without their own keep the shared ones.
+        assert_eq!(
+            doc["paths"]["/api/sessions"]["get"]["responses"]["503"]["$ref"],
+            "#/components/responses/StoreUnavailable"
+        );
+    }
+
+    #[test]
+    fn list_400_names_every_message_of_the_parser() {
+        let doc = build();
+        let listed = messages(&doc["paths"]["/api/sessions"]["get"]["responses"]["400"]);
+        let src = include_str!("params.rs");
+        let body = &src[src.find("pub fn parse(p: &Params)").unwrap()..];
+        let body = &body[..body.find("\n    pub fn offset").unwrap()];
+        let mut found = 0;
+        for part in body.split("ApiError::bad(").skip(1) {
+            let literal = part.split('"').nth(1).unwrap();
+            if literal.starts_with("invalid ") && !literal.contains('{') {
+                found += 1;
+                // The sort message is split over lines in the source.
+                let literal = literal.split('\\').next().unwrap().trim_end();
+                assert!(
+                    listed.iter().any(|m| m.starts_with(literal)),
+                    "LIST_400 lacks {literal:?}"
+                );
+            }
+        }
+        assert!(found >= 10, "parsed too few messages: {found}");
+        assert!(listed.contains(&"invalid source, must be live/archive"));
+        assert!(listed.contains(&"invalid status, the archive holds closed sessions only"));
+    }
+
+    #[test]
+    fn export_columns_default_is_the_sample_header_not_all() {
+        let doc = build();
+        let params = doc["paths"]["/api/sessions/export"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let columns = params.iter().find(|p| p["name"] == "columns").unwrap();
+        let text = columns["description"].as_str().unwrap();
+        assert!(!text.contains("default: all"), "{text}");
+        assert!(
+            text.contains("radacctid,username,nasipaddress,framedipaddress,acctstarttime,acctstoptime,acctsessiontime,acctinputoctets,acctoutputoctets,acctterminatecause"),
+            "{text}"
+        );
+        assert!(
+            !params
+                .iter()
+                .any(|p| p["name"] == "page" || p["name"] == "limit"),
+            "export ignores paging"
+        );
     }
 
     /// Every `$ref` points at something the document defines.

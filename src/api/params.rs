@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use super::error::ApiError;
@@ -36,6 +38,29 @@ impl Params {
     }
 }
 
+/// The `{id}` / `{username}` segment of a route, or `invalid` when it cannot be decoded
+/// (percent-encoded bytes that are not UTF-8, such as `/api/sessions/%FF`). Handlers take
+/// the segment as a `Result` and call this after their token and permission checks, so
+/// that the order of checks is the same as for query parameters and the answer is the
+/// contract's JSON error rather than axum's plain-text rejection.
+pub fn path_segment(
+    segment: Result<Path<String>, PathRejection>,
+    invalid: ApiError,
+) -> Result<String, ApiError> {
+    match segment {
+        Ok(Path(s)) => Ok(s),
+        Err(PathRejection::FailedToDeserializePathParams(e)) => {
+            tracing::debug!(error = %e.body_text(), "undecodable path segment");
+            Err(invalid)
+        }
+        // No parameter at all: a route registered without `{…}`, a bug of ours.
+        Err(e) => Err(ApiError::Internal(format!(
+            "path parameter: {}",
+            e.body_text()
+        ))),
+    }
+}
+
 /// Filters, sort and paging of `GET /api/sessions` (and export, which ignores paging).
 #[derive(Debug, Clone)]
 pub struct ListParams {
@@ -55,6 +80,17 @@ pub struct ListParams {
 
 impl ListParams {
     pub fn parse(p: &Params) -> Result<ListParams, ApiError> {
+        Self::parse_with(p, true)
+    }
+
+    /// The filters and sort only, for the export: `page` and `limit` are ignored, not even
+    /// validated (an integration that passes `limit=1000` along with its filters gets its
+    /// CSV), and left at their defaults.
+    pub fn parse_unpaged(p: &Params) -> Result<ListParams, ApiError> {
+        Self::parse_with(p, false)
+    }
+
+    fn parse_with(p: &Params, paged: bool) -> Result<ListParams, ApiError> {
         let archive = match p.get("source").map(str::to_ascii_lowercase).as_deref() {
             None | Some("live") => false,
             Some("archive") => true,
@@ -76,7 +112,7 @@ impl ListParams {
                 _ => return Err(ApiError::bad("invalid status, must be active/closed/all")),
             },
         };
-        let page = match p.get("page") {
+        let page = match p.get("page").filter(|_| paged) {
             None => 1,
             Some(s) => s
                 .parse::<i64>()
@@ -84,7 +120,7 @@ impl ListParams {
                 .filter(|n| (1..=1_000_000_000).contains(n))
                 .ok_or_else(|| ApiError::bad("invalid page, must be a positive integer"))?,
         };
-        let limit = match p.get("limit") {
+        let limit = match p.get("limit").filter(|_| paged) {
             None => DEFAULT_LIMIT,
             Some(s) => s
                 .parse::<i64>()
@@ -253,6 +289,15 @@ mod tests {
                 .unwrap_err()
                 .starts_with("invalid range")
         );
+    }
+
+    #[test]
+    fn unpaged_parsing_ignores_page_and_limit_but_not_filters() {
+        let p = ListParams::parse_unpaged(&Params::parse(Some("limit=1000&page=0&status=all")))
+            .unwrap();
+        assert_eq!((p.page, p.limit), (1, DEFAULT_LIMIT));
+        assert_eq!(p.status, StatusFilter::All);
+        assert!(ListParams::parse_unpaged(&Params::parse(Some("limit=1000&status=open"))).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -13,7 +14,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::{Caller, SESSIONS_VIEW};
 use super::error::ApiError;
-use super::params::{ListParams, Params};
+use super::params::{ListParams, Params, path_segment};
 use super::scope::Scope;
 use super::view;
 use crate::sessions::store::query::{SortKey, StatusFilter};
@@ -101,9 +102,10 @@ pub async fn active_list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(SESSIONS_VIEW)?;
+    let id = path_segment(id, ApiError::SessionNotFound)?;
     let session = find(&state, &id).await?;
     let scope = Scope::of(&caller, &state.store).await?;
     if !scope.allows(&session.fields.username) {
@@ -194,7 +196,7 @@ pub fn active(index: &Index, scope: &Scope, p: &ListParams) -> Vec<Arc<Session>>
 
 /// The filters of `p` and the caller's scope as one predicate.
 fn filter<'a>(scope: &'a Scope, p: &'a ListParams) -> impl Fn(&Session) -> bool + 'a {
-    let needle = p.search.as_deref().map(str::to_lowercase);
+    let needle = p.search.as_deref().map(str::to_ascii_lowercase);
     move |s: &Session| {
         scope.allows(&s.fields.username)
             && p.nas_id.is_none_or(|n| s.nas_id == Some(n))
@@ -220,13 +222,41 @@ fn order_by(p: &ListParams) -> impl Fn(&Session, &Session) -> Ordering {
     }
 }
 
-/// Case-insensitive substring match, like the SQL `ILIKE '%…%'` used for closed sessions.
+/// Substring match that ignores the case of ASCII letters only, like SQLite's `LIKE` used
+/// for closed sessions: `änne` does not find `ÄNNE` here either, so `status=active` and
+/// `status=all` agree. `needle` is already ASCII-lower-cased.
 fn matches_search(s: &Session, needle: &str) -> bool {
     let f = &s.fields;
-    f.username.to_lowercase().contains(needle)
+    contains_ascii_ci(&f.username, needle)
         || f.framedipaddress
             .is_some_and(|ip| ip.to_string().contains(needle))
         || f.callingstationid
             .as_deref()
-            .is_some_and(|c| c.to_lowercase().contains(needle))
+            .is_some_and(|c| contains_ascii_ci(c, needle))
+}
+
+/// Whether `haystack` contains `needle` (ASCII-lower-case) ignoring ASCII case, without
+/// allocating: the search runs over every open session.
+fn contains_ascii_ci(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_ascii_ci;
+
+    #[test]
+    fn search_folds_ascii_letters_only() {
+        assert!(contains_ascii_ci("Bob@Example.LB", "example.lb"));
+        assert!(contains_ascii_ci(
+            "ÄNNE-BOX",
+            "Änne-box".to_ascii_lowercase().as_str()
+        ));
+        assert!(!contains_ascii_ci("ÄNNE", "änne"));
+        assert!(contains_ascii_ci("anything", ""));
+        assert!(!contains_ascii_ci("ab", "abc"));
+        // A match never starts inside a multi-byte character.
+        assert!(!contains_ascii_ci("é", "\u{a9}"));
+    }
 }

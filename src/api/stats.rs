@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +14,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::{Caller, SESSIONS_VIEW};
 use super::error::ApiError;
-use super::params::{Params, rfc3339};
+use super::params::{Params, path_segment, rfc3339};
 use super::scope::Scope;
 use super::sessions::find;
 use crate::sessions::model::Timestamp;
@@ -151,7 +152,7 @@ enum Format {
 pub async fn logs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     caller.require(SESSIONS_VIEW)?;
@@ -164,6 +165,7 @@ pub async fn logs(
         Some("text") => Format::Text,
         Some(_) => return Err(ApiError::bad("invalid format, must be json/text")),
     };
+    let id = path_segment(id, ApiError::SessionNotFound)?;
     let session = find(&state, &id).await?;
     let scope = Scope::of(&caller, &state.store).await?;
     if !scope.allows(&session.fields.username) {

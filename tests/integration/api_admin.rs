@@ -21,6 +21,7 @@ both_backends!(
     reseller_import_accepts_parents_after_children_and_refuses_cycles,
     scoping_follows_imports,
     oversized_bodies_are_refused,
+    bad_path_segments_are_a_json_400,
 );
 
 async fn send(
@@ -693,5 +694,50 @@ async fn oversized_bodies_are_refused(b: Backend) {
     );
     assert_eq!(subscriber(&h, "big").await.0, 404);
     assert_eq!(h.scalar("SELECT COUNT(*) FROM subscribers").await, 5);
+    h.server.stop().await;
+}
+
+/// A `{username}` or `{id}` segment that cannot be one — percent-encoded bytes that are not
+/// UTF-8, control characters (a NUL, which PostgreSQL would refuse), too long — is a JSON
+/// 400 naming the segment, on GET as on PUT; never axum's plain-text rejection, never a
+/// 500. Only after the role check.
+async fn bad_path_segments_are_a_json_400(b: Backend) {
+    let h = Harness::start(b).await;
+    let not_utf8 = bad("invalid username, must be percent-encoded UTF-8");
+    let bad_name = bad("invalid username, must be 1 to 253 bytes without control characters");
+    let bad_id = bad("invalid reseller id, must be a positive integer");
+    let long = "u".repeat(254);
+    for (segment, username_error) in [
+        ("%FF", &not_utf8),
+        ("%C3%28", &not_utf8),
+        ("ok%80", &not_utf8),
+        ("%00", &bad_name),
+        ("a%07b", &bad_name),
+        (long.as_str(), &bad_name),
+    ] {
+        let (code, v) = subscriber(&h, segment).await;
+        assert_eq!((code, &v), (400, username_error), "GET {segment}");
+        let (code, v) = put(
+            &h,
+            &format!("/api/subscribers/{segment}"),
+            r#"{"reseller_id": null}"#,
+        )
+        .await;
+        assert_eq!((code, &v), (400, username_error), "PUT {segment}");
+        let (code, v) = put(
+            &h,
+            &format!("/api/resellers/{segment}"),
+            r#"{"parent_id": null}"#,
+        )
+        .await;
+        assert_eq!((code, v), (400, bad_id.clone()), "PUT reseller {segment}");
+        // Not an admin: 403 before the segment is looked at.
+        let reseller = token("reseller", Some(1), None, &["sessions.view"]);
+        let (code, v) = api_json(&h, &format!("/api/subscribers/{segment}"), Some(&reseller)).await;
+        assert_eq!((code, v), (403, bad("not authorized")), "{segment}");
+    }
+    // A valid name that is not stored is still a 404.
+    let (code, v) = subscriber(&h, "nobody%20here").await;
+    assert_eq!((code, v), (404, bad("subscriber not found")));
     h.server.stop().await;
 }

@@ -319,6 +319,18 @@ async fn bad_parameters_and_callers_get_the_contract_errors(b: Backend) {
             "invalid sort, must be one of acctstarttime, acctinputoctets, acctoutputoctets, \
              acctsessiontime",
         ),
+        (
+            "status=closed&columns=username,radacctid,username",
+            "invalid columns, duplicate column: username",
+        ),
+        (
+            "columns=%20acctstarttime%20,,acctstarttime",
+            "invalid columns, duplicate column: acctstarttime",
+        ),
+        (
+            "status=closed&columns=username,nope",
+            "invalid columns, unknown column: nope",
+        ),
     ];
     for (query, message) in cases {
         let (status, body, headers) =
@@ -340,6 +352,45 @@ async fn bad_parameters_and_callers_get_the_contract_errors(b: Backend) {
     )
     .await;
     assert_eq!((status, body.as_str()), (200, "username\neve\n"));
+    // ...and not even validated: values the list would refuse are ignored too.
+    for paging in [
+        "limit=1000",
+        "limit=0",
+        "limit=-5",
+        "page=0",
+        "page=abc",
+        "page=0&limit=99999999999999999999",
+    ] {
+        for status in ["closed", "active"] {
+            let (code, body, _) = csv(
+                &h,
+                &format!("/api/sessions/export?status={status}&columns=username&{paging}"),
+                &admin,
+            )
+            .await;
+            let want = if status == "closed" {
+                "username\neve\n"
+            } else {
+                "username\n"
+            };
+            assert_eq!((code, body.as_str()), (200, want), "{status} {paging}");
+        }
+    }
+
+    // An export of the archive says so in its filename (API.md).
+    for (query, name) in [
+        ("source=archive", "archive-closed"),
+        ("source=archive&status=all", "archive-all"),
+    ] {
+        let (code, body, headers) = csv(
+            &h,
+            &format!("/api/sessions/export?{query}&columns=username"),
+            &admin,
+        )
+        .await;
+        assert_eq!((code, body.as_str()), (200, "username\n"), "{query}");
+        assert_attachment(header(&headers, "content-disposition"), name);
+    }
 
     let (status, body) = api_json(&h, "/api/sessions/export?status=closed", None).await;
     assert_eq!((status, body), (401, error("missing token")));

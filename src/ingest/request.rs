@@ -65,8 +65,8 @@ impl Extractor<'_> {
             a.nas_port,
         );
 
-        // An Acct-Delay-Time beyond a week is not a NAS that buffered accounting through an
-        // outage but a broken value (it would date the session decades back): ignore it
+        // An Acct-Delay-Time beyond 90 days is not a NAS that buffered accounting through
+        // an outage but a broken value (it would date the session decades back): ignore it
         // and count it as clock trouble.
         let delay = i64::from(a.delay.unwrap_or(0));
         let delay_broken = delay > MAX_DELAY_SECS;
@@ -274,8 +274,9 @@ fn octet_count(low: u32, gigawords: Option<u32>) -> Option<i64> {
 
 /// A RADIUS text value as stored text: invalid UTF-8 replaced (U+FFFD) and NUL removed,
 /// because PostgreSQL `text` cannot hold NUL and a panel cannot show broken UTF-8.
-/// The largest Acct-Delay-Time taken at its word (a week).
-const MAX_DELAY_SECS: i64 = 7 * 86_400;
+/// The largest Acct-Delay-Time taken at its word (90 days, the archiver's default age:
+/// older records would go straight to the archive anyway).
+const MAX_DELAY_SECS: i64 = 90 * 86_400;
 
 fn text(v: Option<&[u8]>) -> Option<Box<str>> {
     let v = v?;
@@ -439,9 +440,9 @@ mod tests {
             )
             .unwrap()
         };
-        // Six days of buffering during an outage is taken as sent.
-        let e = delayed(6 * 86_400);
-        assert_eq!(e.record.event_time, now - 6 * 86_400);
+        // Forty days of buffering during an outage is taken as sent.
+        let e = delayed(40 * 86_400);
+        assert_eq!(e.record.event_time, now - 40 * 86_400);
         assert!(!e.clock_skewed);
         // Four billion seconds would date the session in 1900.
         let e = delayed(4_000_000_000);

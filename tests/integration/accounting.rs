@@ -442,7 +442,7 @@ async fn session_id_reuse_within_the_tolerance_of_a_closed_session_is_not_lost(b
 
 async fn newer_session_on_same_key_closes_the_open_row_as_lost_service(b: Backend) {
     let h = Harness::start(b).await;
-    let t0 = now() - 290;
+    let t0 = now() - 270;
     h.client.send(&Acct::start("hal", "7").at(t0)).await;
     h.client
         .send(

@@ -1111,7 +1111,7 @@ async fn no_configured_key_is_401_authentication_is_not_configured(b: Backend) {
 /// differently by each column, so a sort by the wrong one cannot pass.
 async fn output_octets_and_session_time_sorts_order_active_and_closed(b: Backend) {
     let h = Harness::start(b).await;
-    let t0 = now() - 300;
+    let t0 = now() - 200;
     // (suffix, input, output, session time): start order a, b, c.
     let shapes = [
         ("a", 300, 100, 20),

@@ -426,17 +426,31 @@ impl PgStore {
 
     /// EnsureIndexes: create what is missing without blocking writers, rebuild any index an
     /// interrupted concurrent build left invalid, then drop `retired` ones. One node at a
-    /// time (advisory lock, held on one connection); a deadlock is retried.
+    /// time (advisory lock, held on one connection); a deadlock is retried. When every
+    /// index is already in place nothing waits for the lock, so a node starting while
+    /// another builds the API's indexes starts at once.
     async fn ensure_indexes(
         &self,
         wanted: &[(&str, &str)],
         retired: &[(&str, &str)],
     ) -> Result<(), StoreError> {
+        if self.indexes_in_place(wanted, retired).await? {
+            return Ok(());
+        }
         let mut conn = self.pool.acquire().await?;
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(ENSURE_INDEXES_LOCK)
-            .execute(&mut *conn)
-            .await?;
+        // Polled, not `pg_advisory_lock`: a statement waiting for the lock is a transaction
+        // that the other node's `CREATE INDEX CONCURRENTLY` waits for in turn (it waits for
+        // every older snapshot) — a deadlock.
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(ENSURE_INDEXES_LOCK)
+                .fetch_one(&mut *conn)
+                .await?;
+            if locked {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
         let result = ensure_indexes_on(&mut conn, wanted, retired).await;
         let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(ENSURE_INDEXES_LOCK)
@@ -447,6 +461,26 @@ impl PgStore {
             conn.detach();
         }
         result
+    }
+
+    /// Whether every `wanted` index exists and is valid and no `retired` one is left.
+    async fn indexes_in_place(
+        &self,
+        wanted: &[(&str, &str)],
+        retired: &[(&str, &str)],
+    ) -> Result<bool, StoreError> {
+        let wanted: Vec<&str> = wanted.iter().map(|(name, _)| *name).collect();
+        let retired: Vec<&str> = retired.iter().map(|(name, _)| *name).collect();
+        Ok(sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname = ANY($1) AND i.indisvalid AND pg_table_is_visible(c.oid)) \
+             = cardinality($1) AND NOT EXISTS (SELECT 1 FROM pg_indexes \
+             WHERE schemaname = current_schema() AND indexname = ANY($2))",
+        )
+        .bind(&wanted)
+        .bind(&retired)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -810,7 +810,8 @@ async fn closed_lists_sort_nulls_as_the_smallest_value(b: Backend) {
     h.server.stop().await;
 }
 
-/// PostgreSQL: the API's indexes are built in the background after start, and then every
+/// PostgreSQL: the API's indexes are built (before listening, the test table being small:
+/// see the next test for a big one) and replace the old ones, and then every
 /// sort of the closed and full lists (and of the archive), in both directions, is an index
 /// walk — no Sort node (with sequential and bitmap scans disabled, so that the small test
 /// table does not hide it).
@@ -831,7 +832,7 @@ async fn every_sort_of_the_closed_list_is_an_index_walk_on_postgres() {
             == 8
     })
     .await;
-    assert!(built, "the API indexes are built in the background");
+    assert!(built, "the API indexes are built");
     assert_eq!(
         h.scalar(
             "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN ('radacct_starttime', \
@@ -902,4 +903,82 @@ async fn every_sort_of_the_closed_list_is_an_index_walk_on_postgres() {
         }
     }
     h.server.stop().await;
+}
+
+/// PostgreSQL, a big `radacct` missing an API index (an upgrade): the server starts and
+/// answers at once while the index is built in the background — here held up by a
+/// transaction that `CREATE INDEX CONCURRENTLY` must wait for — and the index is there
+/// once that transaction ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_api_index_is_built_in_the_background_while_ingest_runs() {
+    use sqlx::Connection;
+    if crate::harness::skip_postgres() {
+        return;
+    }
+    let db = crate::harness::TestDb::new(Backend::Postgres).await;
+    let store = radacctd::sessions::Store::connect(&crate::harness::config(&db, "").database)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        // Past the size below which the API indexes are built before listening.
+        "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, \
+         acctstarttime, acctstoptime, connectinfo_start) SELECT 'b' || i, 'big-' || i, \
+         'big' || (i % 100), '10.0.0.1', to_timestamp(1672531200 + i), \
+         to_timestamp(1672531260 + i), repeat('x', 400) FROM generate_series(1, 60000) i",
+        "DROP INDEX radacct_sort_starttime",
+        // What an older radacctd left (replaced, so dropped) and an index of someone
+        // else's under one of the old names (kept).
+        "CREATE INDEX radacct_starttime ON radacct (acctstarttime)",
+        "CREATE INDEX radacct_nas_id ON radacct (nas_id, username)",
+        // A writer in the middle of a transaction: the concurrent build waits for it.
+        "BEGIN",
+        "UPDATE radacct SET realm = realm WHERE acctuniqueid = 'big-1'",
+    ] {
+        sqlx::query(sql).execute(&mut other).await.unwrap();
+    }
+    let server = tokio::time::timeout(
+        Duration::from_secs(20),
+        radacctd::app::Server::start(crate::harness::config(&db, "")),
+    )
+    .await
+    .expect("the server waited for the index build before listening")
+    .unwrap();
+    let client = crate::harness::RadClient::new(server.radius_addr, crate::harness::SECRET).await;
+    client.send(&Acct::start("live", "1").at(now() - 5)).await;
+    let valid = "SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE c.relname = 'radacct_sort_starttime' AND i.indisvalid";
+    assert_eq!(
+        crate::harness::scalar(&store, valid).await,
+        0,
+        "still waiting for the open transaction"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let built = crate::harness::eventually(Duration::from_secs(30), || async {
+        crate::harness::scalar(&store, valid).await == 1
+    })
+    .await;
+    assert!(built, "built once the transaction ended");
+    let gone = crate::harness::eventually(Duration::from_secs(10), || async {
+        crate::harness::scalar(
+            &store,
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'radacct_starttime'",
+        )
+        .await
+            == 0
+    })
+    .await;
+    assert!(gone, "the index it replaces is dropped");
+    assert_eq!(
+        crate::harness::scalar(
+            &store,
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'radacct_nas_id'"
+        )
+        .await,
+        1,
+        "an index radacctd did not make is left alone"
+    );
+    server.stop().await;
+    store.close().await;
 }

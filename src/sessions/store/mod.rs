@@ -192,8 +192,8 @@ impl Store {
     /// What the server does before it listens: the migrations and the indexes ingest
     /// needs. On PostgreSQL the Sessions API's indexes are left to
     /// [`Store::ensure_api_indexes`], which the server runs in the background (a build on a
-    /// big `radacct` takes minutes); on SQLite, where any index build stops writers, every
-    /// index is built here.
+    /// big `radacct` takes minutes), unless the tables are still small; on SQLite, where
+    /// any index build stops writers, every index is built here.
     pub async fn migrate_for_ingest(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.migrate().await,

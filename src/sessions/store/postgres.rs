@@ -122,6 +122,10 @@ const RETIRED_INDEXES: &[(&str, &str)] = &[
 /// not mistake the other's build in progress (not yet valid) for a leftover to rebuild.
 const ENSURE_INDEXES_LOCK: i64 = 0x7261_6461_6363_7464; // "radacctd"
 
+/// Below this size of `radacct` plus `radacct_archive` (about 50,000 rows) the API's
+/// indexes are built before the server listens rather than in the background.
+const SMALL_TABLES_BYTES: i64 = 16 << 20;
+
 /// SQLSTATE 40P01, deadlock_detected.
 fn is_deadlock(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
@@ -414,9 +418,23 @@ impl PgStore {
 
     /// What the server needs before it may accept packets: the schema migrations and the
     /// indexes ingest uses.
+    ///
+    /// While `radacct` and `radacct_archive` are small (a new database, a test) the API's
+    /// indexes are built here too: that takes well under a second, and then nothing builds
+    /// in the background while the server runs.
     pub async fn migrate_for_ingest(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
-        self.ensure_indexes(INGEST_INDEXES, &[]).await
+        self.ensure_indexes(INGEST_INDEXES, &[]).await?;
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(pg_relation_size(to_regclass('radacct')), 0) \
+             + COALESCE(pg_relation_size(to_regclass('radacct_archive')), 0) AS BIGINT)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if bytes < SMALL_TABLES_BYTES {
+            self.ensure_api_indexes().await?;
+        }
+        Ok(())
     }
 
     /// The Sessions API's indexes, and the retirement of the ones they replace.

@@ -982,3 +982,64 @@ async fn a_missing_api_index_is_built_in_the_background_while_ingest_runs() {
     server.stop().await;
     store.close().await;
 }
+
+/// PostgreSQL migration 0005 on an archive that an older version (no primary key) left
+/// with copies of one event and with two different events under one id: the copies become
+/// one, the different event is set aside in `radacct_events_archive_conflicts` (nothing is
+/// lost), and the primary key is in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0005_deduplicates_the_event_archive_before_its_primary_key() {
+    if crate::harness::skip_postgres() {
+        return;
+    }
+    let h = Harness::start(Backend::Postgres).await;
+    let radacctd::sessions::Store::Postgres(s) = h.store() else {
+        unreachable!()
+    };
+    for sql in [
+        "ALTER TABLE radacct_events_archive DROP CONSTRAINT radacct_events_archive_pkey",
+        "INSERT INTO radacct_events_archive (id, radacctid, eventtype, eventtime) VALUES \
+         (1, 10, 'Start', to_timestamp(0)), (1, 10, 'Start', to_timestamp(0)), \
+         (1, 10, 'Start', to_timestamp(0)), (2, 20, 'Stop', to_timestamp(5)), \
+         (2, 21, 'Stop', to_timestamp(6)), (3, 30, 'Start', to_timestamp(7))",
+    ] {
+        sqlx::query(sql).execute(s.pool()).await.unwrap();
+    }
+    sqlx::raw_sql(include_str!(
+        "../../migrations/postgres/0005_events_archive_pkey.sql"
+    ))
+    .execute(s.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events_archive")
+            .await,
+        3
+    );
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events_archive_conflicts WHERE id = 2")
+            .await,
+        1,
+        "the other event under id 2 is kept aside"
+    );
+    assert_eq!(
+        h.scalar(
+            "SELECT COUNT(*) FROM pg_constraint WHERE conname = 'radacct_events_archive_pkey'"
+        )
+        .await,
+        1
+    );
+    // Run again (as on every start): nothing changes.
+    sqlx::raw_sql(include_str!(
+        "../../migrations/postgres/0005_events_archive_pkey.sql"
+    ))
+    .execute(s.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events_archive")
+            .await,
+        3
+    );
+    h.server.stop().await;
+}

@@ -1,7 +1,8 @@
 //! Wiring: the only place that knows every component. [`Server::start`] opens the store,
 //! migrates it, loads NAS clients, rebuilds the index, binds the sockets and spawns the
-//! tasks; [`Server::stop`] shuts them down in order: stop ingest → let the writer commit
-//! and answer everything it accepted → stop background jobs → drain HTTP.
+//! tasks (among them the background EnsureIndexes of the API's indexes);
+//! [`Server::stop`] shuts them down in order: stop ingest → let the writer commit and
+//! answer everything it accepted → stop background jobs → drain HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,8 +44,9 @@ impl Server {
         let store = Store::connect(&config.database)
             .await
             .context("cannot open the database")?;
+        // Schema and the indexes ingest needs; the API's indexes follow in the background.
         store
-            .migrate()
+            .migrate_for_ingest()
             .await
             .context("cannot migrate the database")?;
         for nas in &config.nas {
@@ -153,6 +155,7 @@ impl Server {
                 .run(jobs.clone()),
             );
         }
+        job_tasks.spawn(ensure_api_indexes(store.clone(), jobs.clone()));
         job_tasks.spawn(purge_dedup(
             Arc::clone(&dedup),
             config.radius.duplicate_window,
@@ -354,6 +357,51 @@ async fn reload_clients(
             Err(e) => {
                 tracing::debug!(error = %e, "cannot reload NAS clients; keeping the old list")
             }
+        }
+    }
+}
+
+/// Attempts of the background EnsureIndexes, and the pause after a failed one.
+const ENSURE_INDEXES_ATTEMPTS: u32 = 5;
+const ENSURE_INDEXES_RETRY: Duration = Duration::from_secs(30);
+
+/// EnsureIndexes for the Sessions API, once, in the background while ingest runs: a
+/// failure (another node building at the same time, the database away) is logged and
+/// retried a few times; it never stops the server, which only answers closed-session
+/// queries more slowly until the indexes exist.
+async fn ensure_api_indexes(store: Store, stop: CancellationToken) {
+    for attempt in 1..=ENSURE_INDEXES_ATTEMPTS {
+        let started = Instant::now();
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = store.ensure_api_indexes() => r,
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "API indexes ensured"
+                );
+                return;
+            }
+            Err(e) if attempt < ENSURE_INDEXES_ATTEMPTS => tracing::warn!(
+                error = %e,
+                attempt,
+                retry_in_secs = ENSURE_INDEXES_RETRY.as_secs(),
+                "cannot ensure the API indexes; retrying"
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot ensure the API indexes; giving up until the next start \
+                     (`radacctd migrate` builds them too)"
+                );
+                return;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(ENSURE_INDEXES_RETRY) => {}
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The archiver: once a day (03:00 local by default) sessions closed more than 90 days ago
 //! move, with their history, to `radacct_archive` and `radacct_events_archive`, in batches
-//! of `archive_batch_size` rows, each batch one transaction. Interrupting it at any moment
+//! of `archive_batch_size` rows (at most 200 on SQLite), each batch one transaction and
+//! followed by a pause at least as long as the batch took. Interrupting it at any moment
 //! loses nothing and copies nothing twice (the batch rolls back), ingest keeps flowing
 //! between batches, and the next run simply continues.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{Local, NaiveTime, TimeZone};
 use tokio_util::sync::CancellationToken;
@@ -13,6 +14,10 @@ use crate::metrics as m;
 use crate::sessions::Store;
 use crate::sessions::model::Timestamp;
 use crate::sessions::store::StoreError;
+
+/// Bounds of the pause between two batches (see [`Archiver::run_once`]).
+const MIN_PAUSE: Duration = Duration::from_millis(20);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct Archiver {
     pub store: Store,
@@ -29,19 +34,27 @@ impl Archiver {
         stop: &CancellationToken,
     ) -> Result<u64, StoreError> {
         let cutoff = now - self.after.as_secs() as i64;
+        let batch = self.store.archive_batch_cap(self.batch_size);
         let mut total = 0;
         loop {
             if stop.is_cancelled() {
                 break;
             }
-            let moved = self.store.archive_batch(cutoff, self.batch_size).await?;
+            let started = Instant::now();
+            let moved = self.store.archive_batch(cutoff, batch).await?;
             total += moved;
             m::archived(moved);
-            if moved < self.batch_size as u64 {
+            if moved < batch as u64 {
                 break;
             }
-            // Let the writer in between batches.
-            tokio::task::yield_now().await;
+            // Let the writer in between batches: on SQLite the batch held the database's
+            // only write lock, so pause at least as long as it took (ingest then gets half
+            // the time or more, whatever the batch cost).
+            let pause = started.elapsed().clamp(MIN_PAUSE, MAX_PAUSE);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
         }
         Ok(total)
     }

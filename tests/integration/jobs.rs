@@ -21,6 +21,8 @@ both_backends!(
     sweep_drops_index_entries_whose_row_was_closed_outside_radacctd,
     archiver_moves_old_closed_sessions_with_their_history,
     archiver_interrupted_mid_batch_loses_and_duplicates_nothing,
+    archiver_lets_ingest_through_while_it_runs,
+    closed_lists_sort_nulls_as_the_smallest_value,
 );
 
 async fn sweeper_closes_stale_sessions_as_idle_timeout_and_keeps_fresh_ones(b: Backend) {
@@ -143,6 +145,26 @@ async fn sweeper_resyncs_the_online_flag(b: Backend) {
         h.store().subscriber_online("live").await.unwrap(),
         Some(true)
     );
+    // The flag is set to what the database says, not toggled: a second sync changes
+    // nothing, and on SQLite a hand-written value other than 0/1 is corrected, not flipped.
+    let again = h.sweeper().run_once(i64::from(now())).await.unwrap();
+    assert_eq!(again.online_changed, 0);
+    if let radacctd::sessions::Store::Sqlite(s) = h.store() {
+        sqlx::query("UPDATE subscribers SET is_online = 2 WHERE username = 'live'")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let report = h.sweeper().run_once(i64::from(now())).await.unwrap();
+        assert_eq!(report.online_changed, 1);
+        assert_eq!(
+            h.scalar("SELECT is_online FROM subscribers WHERE username = 'live'")
+                .await,
+            1,
+            "online, as its open row says"
+        );
+        let report = h.sweeper().run_once(i64::from(now())).await.unwrap();
+        assert_eq!(report.online_changed, 0, "stable");
+    }
     h.server.stop().await;
 }
 
@@ -399,10 +421,16 @@ async fn archiver_interrupted_mid_batch_loses_and_duplicates_nothing(b: Backend)
     let stop = CancellationToken::new();
     let cutoff_now = t0 + 100 * 86_400;
     // Cut runs off after ever longer moments, so interruptions land between and inside
-    // statements of a batch.
-    for micros in [50u64, 200, 500, 1000, 2000, 3000, 5000, 8000, 13000] {
-        let _ = tokio::time::timeout(Duration::from_micros(micros), a.run_once(cutoff_now, &stop))
-            .await;
+    // statements of a batch; each run continues where the last one stopped, until one
+    // finishes or the cuts run out. At least one cut must land mid-run (some rows moved,
+    // some not), or the test proves nothing.
+    let mut mid_run_cuts = 0;
+    let mut micros = 50u64;
+    while micros < 2_000_000 {
+        let cut =
+            tokio::time::timeout(Duration::from_micros(micros), a.run_once(cutoff_now, &stop))
+                .await
+                .is_err();
         // One statement, one snapshot, on a fresh connection: a batch whose COMMIT was
         // already sent when the run was cut may land between two separate counts, and a
         // cut transaction may still be open on a pooled connection.
@@ -425,7 +453,19 @@ async fn archiver_interrupted_mid_batch_loses_and_duplicates_nothing(b: Backend)
         )
         .await;
         assert_eq!(history, 400, "history moved with its row");
+        let archived = committed(&h, "SELECT COUNT(*) FROM radacct_archive").await;
+        if cut && archived > 0 && archived < 400 {
+            mid_run_cuts += 1;
+        }
+        if archived == 400 {
+            break;
+        }
+        micros = micros * 3 / 2;
     }
+    assert!(
+        mid_run_cuts > 0,
+        "no run was cut with part of the rows archived"
+    );
     // A cut transaction's rollback completes on its connection in the background; until it
     // has, SQLite reports the file busy and the run is retried, as the daily job would be.
     let mut finished = false;
@@ -619,4 +659,387 @@ async fn sweeper_clears_ghosts_on_its_cadence_but_spares_sessions_an_outage_made
     );
     server.stop().await;
     store.close().await;
+}
+
+/// Old closed rows written straight into the database with one statement (much faster than
+/// packets): `n` sessions closed in 2023, each with a Start and a Stop event.
+async fn old_closed_rows(h: &Harness, n: i64) {
+    let (rows, events) = match h.store() {
+        radacctd::sessions::Store::Sqlite(_) => (
+            format!(
+                "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n}) \
+                 INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, \
+                 acctstarttime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets) \
+                 SELECT 'old' || i, 'old-' || i, 'old' || (i % 97), '10.0.0.1', \
+                 datetime(1672531200 + i, 'unixepoch'), datetime(1672531200 + i + 60, 'unixepoch'), \
+                 60, i, i FROM g"
+            ),
+            "INSERT INTO radacct_events (radacctid, eventtype, eventtime) \
+             SELECT radacctid, 'Start', acctstarttime FROM radacct WHERE acctuniqueid LIKE 'old-%' \
+             UNION ALL SELECT radacctid, 'Stop', acctstoptime FROM radacct \
+             WHERE acctuniqueid LIKE 'old-%'"
+                .to_owned(),
+        ),
+        radacctd::sessions::Store::Postgres(_) => (
+            format!(
+                "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, \
+                 acctstarttime, acctstoptime, acctsessiontime, acctinputoctets, acctoutputoctets) \
+                 SELECT 'old' || i, 'old-' || i, 'old' || (i % 97), '10.0.0.1', \
+                 to_timestamp(1672531200 + i), to_timestamp(1672531200 + i + 60), 60, i, i \
+                 FROM generate_series(1, {n}) i"
+            ),
+            "INSERT INTO radacct_events (radacctid, eventtype, eventtime) \
+             SELECT radacctid, 'Start', acctstarttime FROM radacct WHERE acctuniqueid LIKE 'old-%' \
+             UNION ALL SELECT radacctid, 'Stop', acctstoptime FROM radacct \
+             WHERE acctuniqueid LIKE 'old-%'"
+                .to_owned(),
+        ),
+    };
+    for sql in [rows, events] {
+        let sql = sqlx::AssertSqlSafe(sql);
+        match h.store() {
+            radacctd::sessions::Store::Sqlite(s) => {
+                sqlx::query(sql).execute(s.pool()).await.unwrap();
+            }
+            radacctd::sessions::Store::Postgres(s) => {
+                sqlx::query(sql).execute(s.pool()).await.unwrap();
+            }
+        }
+    }
+}
+
+/// The archiver moves a few thousand rows (default batch size) while a NAS keeps sending:
+/// every packet is answered within 2 s, without retransmission — the archiver's batches
+/// are short and it pauses between them, so the writer gets the database in time.
+async fn archiver_lets_ingest_through_while_it_runs(b: Backend) {
+    let h = Harness::start(b).await;
+    old_closed_rows(&h, 4000).await;
+    let a = archiver(&h, 1000);
+    // Cut-off just after the old rows: the live sessions closed meanwhile stay.
+    let later = 1_672_531_200 + 10_000 + 90 * 86_400;
+    let run = tokio::spawn(async move { a.run_once(later, &CancellationToken::new()).await });
+    let mut during = 0;
+    let mut sent = 0u32;
+    while !run.is_finished() || sent < 20 {
+        let running = !run.is_finished();
+        let (u, sid) = (format!("live{sent}"), format!("l{sent}"));
+        let status = if sent.is_multiple_of(2) {
+            Acct::start(&u, &sid).at(now())
+        } else {
+            Acct::stop(&format!("live{}", sent - 1), &format!("l{}", sent - 1))
+                .at(now())
+                .time(1)
+                .cause(1)
+        };
+        let pkt = status.encode(h.client.next_id(), crate::harness::SECRET);
+        let answer = h.client.exchange(&pkt, 1, Duration::from_secs(2)).await;
+        assert!(
+            answer.is_some(),
+            "packet {sent} got no answer within 2 s (archiver running: {running})"
+        );
+        if running && !run.is_finished() {
+            during += 1;
+        }
+        sent += 1;
+        assert!(sent < 5000, "the archiver never finished");
+    }
+    assert_eq!(run.await.unwrap().unwrap(), 4000);
+    assert!(during > 0, "no packet was sent while the archiver ran");
+    assert_eq!(h.scalar("SELECT COUNT(*) FROM radacct_archive").await, 4000);
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events_archive")
+            .await,
+        8000
+    );
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct").await,
+        i64::from(sent.div_ceil(2)),
+        "every live session kept, none archived"
+    );
+    h.server.stop().await;
+}
+
+/// One NULL placement on both backends and in memory: a NULL sorts as the smallest value
+/// (first ascending, last descending), and ties are broken by radacctid in the same
+/// direction.
+async fn closed_lists_sort_nulls_as_the_smallest_value(b: Backend) {
+    use radacctd::sessions::store::query::{ScopeFilter, SessionQuery, SortKey, StatusFilter};
+    let h = Harness::start(b).await;
+    old_closed_rows(&h, 4).await;
+    // A row without session time or counters, as FreeRADIUS may leave one.
+    let sql = "UPDATE radacct SET acctsessiontime = NULL, acctinputoctets = NULL \
+               WHERE acctuniqueid = 'old-2'";
+    match h.store() {
+        radacctd::sessions::Store::Sqlite(s) => {
+            sqlx::query(sql).execute(s.pool()).await.unwrap();
+        }
+        radacctd::sessions::Store::Postgres(s) => {
+            sqlx::query(sql).execute(s.pool()).await.unwrap();
+        }
+    }
+    let ids = |rows: Vec<radacctd::sessions::model::Session>| {
+        rows.iter()
+            .map(|s| s.fields.acctsessionid.to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut q = SessionQuery {
+        status: StatusFilter::Closed,
+        scope: ScopeFilter::All,
+        nas_id: None,
+        search: None,
+        from: None,
+        to: None,
+        sort: SortKey::SessionTime,
+        descending: false,
+        offset: 0,
+        limit: 10,
+        archive: false,
+    };
+    // Session time: NULL, then 60 × 3 by radacctid.
+    let asc = ids(h.store().list_sessions(&q).await.unwrap());
+    assert_eq!(asc, ["old2", "old1", "old3", "old4"]);
+    q.descending = true;
+    let desc = ids(h.store().list_sessions(&q).await.unwrap());
+    assert_eq!(desc, ["old4", "old3", "old1", "old2"]);
+    q.sort = SortKey::InputOctets;
+    let desc = ids(h.store().list_sessions(&q).await.unwrap());
+    assert_eq!(desc, ["old4", "old3", "old1", "old2"]);
+    q.descending = false;
+    let asc = ids(h.store().list_sessions(&q).await.unwrap());
+    assert_eq!(asc, ["old2", "old1", "old3", "old4"]);
+    h.server.stop().await;
+}
+
+/// PostgreSQL: the API's indexes are built (before listening, the test table being small:
+/// see the next test for a big one) and replace the old ones, and then every
+/// sort of the closed and full lists (and of the archive), in both directions, is an index
+/// walk — no Sort node (with sequential and bitmap scans disabled, so that the small test
+/// table does not hide it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sort_of_the_closed_list_is_an_index_walk_on_postgres() {
+    use radacctd::sessions::store::query::{ScopeFilter, SessionQuery, SortKey, StatusFilter};
+    use sqlx::Connection;
+    if crate::harness::skip_postgres() {
+        return;
+    }
+    let h = Harness::start(Backend::Postgres).await;
+    let built = crate::harness::eventually(Duration::from_secs(20), || async {
+        h.scalar(
+            "SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname LIKE 'radacct%sort%' AND i.indisvalid",
+        )
+        .await
+            == 8
+    })
+    .await;
+    assert!(built, "the API indexes are built");
+    assert_eq!(
+        h.scalar(
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN ('radacct_starttime', \
+             'radacct_inputoctets', 'radacct_outputoctets', 'radacct_sessiontime', \
+             'radacct_username', 'radacct_nas_id')"
+        )
+        .await,
+        0,
+        "the indexes they replace are gone"
+    );
+    old_closed_rows(&h, 5000).await;
+    let mut c = sqlx::PgConnection::connect(&h.db.url).await.unwrap();
+    for sql in [
+        "INSERT INTO radacct_archive SELECT * FROM radacct",
+        "ANALYZE radacct",
+        "ANALYZE radacct_archive",
+        "SET enable_seqscan = off",
+        "SET enable_bitmapscan = off",
+    ] {
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+    for archive in [false, true] {
+        for status in [StatusFilter::Closed, StatusFilter::All] {
+            for nas_id in [None, Some(1)] {
+                for sort in [
+                    SortKey::StartTime,
+                    SortKey::InputOctets,
+                    SortKey::OutputOctets,
+                    SortKey::SessionTime,
+                ] {
+                    if nas_id.is_some() && sort != SortKey::StartTime {
+                        continue;
+                    }
+                    for descending in [true, false] {
+                        let q = SessionQuery {
+                            status,
+                            scope: ScopeFilter::All,
+                            nas_id,
+                            search: None,
+                            from: None,
+                            to: None,
+                            sort,
+                            descending,
+                            offset: 0,
+                            limit: 50,
+                            archive,
+                        };
+                        let sql = h.store().list_sessions_sql(&q);
+                        let explain = sqlx::AssertSqlSafe(format!("EXPLAIN {sql}"));
+                        let mut query = sqlx::query_scalar::<_, String>(explain);
+                        if let Some(n) = nas_id {
+                            query = query.bind(n);
+                        }
+                        let plan: Vec<String> = query
+                            .bind(50i64)
+                            .bind(0i64)
+                            .fetch_all(&mut c)
+                            .await
+                            .unwrap();
+                        let plan = plan.join("\n");
+                        assert!(
+                            !plan.contains("Sort") && plan.contains("Index Scan"),
+                            "{q:?}\n{plan}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    h.server.stop().await;
+}
+
+/// PostgreSQL, a big `radacct` missing an API index (an upgrade): the server starts and
+/// answers at once while the index is built in the background — here held up by a
+/// transaction that `CREATE INDEX CONCURRENTLY` must wait for — and the index is there
+/// once that transaction ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_api_index_is_built_in_the_background_while_ingest_runs() {
+    use sqlx::Connection;
+    if crate::harness::skip_postgres() {
+        return;
+    }
+    let db = crate::harness::TestDb::new(Backend::Postgres).await;
+    let store = radacctd::sessions::Store::connect(&crate::harness::config(&db, "").database)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        // Past the size below which the API indexes are built before listening.
+        "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, \
+         acctstarttime, acctstoptime, connectinfo_start) SELECT 'b' || i, 'big-' || i, \
+         'big' || (i % 100), '10.0.0.1', to_timestamp(1672531200 + i), \
+         to_timestamp(1672531260 + i), repeat('x', 400) FROM generate_series(1, 60000) i",
+        "DROP INDEX radacct_sort_starttime",
+        // What an older radacctd left (replaced, so dropped) and an index of someone
+        // else's under one of the old names (kept).
+        "CREATE INDEX radacct_starttime ON radacct (acctstarttime)",
+        "CREATE INDEX radacct_nas_id ON radacct (nas_id, username)",
+        // A writer in the middle of a transaction: the concurrent build waits for it.
+        "BEGIN",
+        "UPDATE radacct SET realm = realm WHERE acctuniqueid = 'big-1'",
+    ] {
+        sqlx::query(sql).execute(&mut other).await.unwrap();
+    }
+    let server = tokio::time::timeout(
+        Duration::from_secs(20),
+        radacctd::app::Server::start(crate::harness::config(&db, "")),
+    )
+    .await
+    .expect("the server waited for the index build before listening")
+    .unwrap();
+    let client = crate::harness::RadClient::new(server.radius_addr, crate::harness::SECRET).await;
+    client.send(&Acct::start("live", "1").at(now() - 5)).await;
+    let valid = "SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE c.relname = 'radacct_sort_starttime' AND i.indisvalid";
+    assert_eq!(
+        crate::harness::scalar(&store, valid).await,
+        0,
+        "still waiting for the open transaction"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let built = crate::harness::eventually(Duration::from_secs(30), || async {
+        crate::harness::scalar(&store, valid).await == 1
+    })
+    .await;
+    assert!(built, "built once the transaction ended");
+    let gone = crate::harness::eventually(Duration::from_secs(10), || async {
+        crate::harness::scalar(
+            &store,
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'radacct_starttime'",
+        )
+        .await
+            == 0
+    })
+    .await;
+    assert!(gone, "the index it replaces is dropped");
+    assert_eq!(
+        crate::harness::scalar(
+            &store,
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'radacct_nas_id'"
+        )
+        .await,
+        1,
+        "an index radacctd did not make is left alone"
+    );
+    server.stop().await;
+    store.close().await;
+}
+
+/// PostgreSQL migration 0005 on an archive that an older version (no primary key) left
+/// with copies of one event and with two different events under one id: the copies become
+/// one, the different event is set aside in `radacct_events_archive_conflicts` (nothing is
+/// lost), and the primary key is in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0005_deduplicates_the_event_archive_before_its_primary_key() {
+    if crate::harness::skip_postgres() {
+        return;
+    }
+    let h = Harness::start(Backend::Postgres).await;
+    let radacctd::sessions::Store::Postgres(s) = h.store() else {
+        unreachable!()
+    };
+    for sql in [
+        "ALTER TABLE radacct_events_archive DROP CONSTRAINT radacct_events_archive_pkey",
+        "INSERT INTO radacct_events_archive (id, radacctid, eventtype, eventtime) VALUES \
+         (1, 10, 'Start', to_timestamp(0)), (1, 10, 'Start', to_timestamp(0)), \
+         (1, 10, 'Start', to_timestamp(0)), (2, 20, 'Stop', to_timestamp(5)), \
+         (2, 21, 'Stop', to_timestamp(6)), (3, 30, 'Start', to_timestamp(7))",
+    ] {
+        sqlx::query(sql).execute(s.pool()).await.unwrap();
+    }
+    sqlx::raw_sql(include_str!(
+        "../../migrations/postgres/0005_events_archive_pkey.sql"
+    ))
+    .execute(s.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events_archive")
+            .await,
+        3
+    );
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events_archive_conflicts WHERE id = 2")
+            .await,
+        1,
+        "the other event under id 2 is kept aside"
+    );
+    assert_eq!(
+        h.scalar(
+            "SELECT COUNT(*) FROM pg_constraint WHERE conname = 'radacct_events_archive_pkey'"
+        )
+        .await,
+        1
+    );
+    // Run again (as on every start): nothing changes.
+    sqlx::raw_sql(include_str!(
+        "../../migrations/postgres/0005_events_archive_pkey.sql"
+    ))
+    .execute(s.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        h.scalar("SELECT COUNT(*) FROM radacct_events_archive")
+            .await,
+        3
+    );
+    h.server.stop().await;
 }

@@ -147,3 +147,45 @@ async fn the_stale_node_drops_the_session_from_its_index_at_the_next_sweep() {
     assert_eq!(rows[0].cause.as_deref(), Some("User-Request"), "{rows:?}");
     b.stop().await;
 }
+
+/// Two nodes starting at the same moment on a fresh database: both come up and answer at
+/// once, and their background EnsureIndexes take turns instead of deadlocking — in the
+/// end every API index exists once and is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_starting_together_both_serve_and_build_the_indexes_once() {
+    if skip_postgres() {
+        return;
+    }
+    let db = crate::harness::TestDb::new(Backend::Postgres).await;
+    let (a, b) = tokio::join!(
+        Server::start(config(&db, "")),
+        Server::start(config(&db, ""))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let t0 = now() - 10;
+    for (i, node) in [&a, &b].into_iter().enumerate() {
+        let client = RadClient::new(node.radius_addr, SECRET).await;
+        client
+            .send(&Acct::start(&format!("u{i}"), &format!("s{i}")).at(t0))
+            .await;
+    }
+    let indexes = "SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                   WHERE c.relname LIKE 'radacct%' AND (c.relname LIKE '%sort%' \
+                   OR c.relname LIKE '%user_start' OR c.relname LIKE '%nas_start')";
+    let built = crate::harness::eventually(std::time::Duration::from_secs(30), || async {
+        crate::harness::scalar(&a.store, &format!("{indexes} AND i.indisvalid")).await == 12
+    })
+    .await;
+    assert!(built, "every API index built");
+    assert_eq!(
+        crate::harness::scalar(&a.store, indexes).await,
+        12,
+        "none left invalid"
+    );
+    assert_eq!(
+        crate::harness::scalar(&a.store, "SELECT COUNT(*) FROM radacct").await,
+        2
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -18,9 +18,18 @@ const RADACCT_COLUMNS: &str = "radacctid, acctsessionid, acctuniqueid, username,
 const EVENT_COLUMNS: &str = "id, radacctid, eventtype, eventtime, acctsessiontime, \
     acctinputoctets, acctoutputoctets, source";
 
-const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = NOT is_online, \
-    updated_at = CURRENT_TIMESTAMP WHERE is_online <> EXISTS (SELECT 1 FROM radacct \
+/// The flag is *set* to what the database says, never toggled: a toggle computed from a
+/// stale read (a concurrent commit on PostgreSQL) would flip it the wrong way, and a value
+/// other than 0/1 on SQLite would flip forever. Only rows whose value differs are written.
+const ONLINE_NOW: &str = "EXISTS (SELECT 1 FROM radacct \
     WHERE radacct.username = subscribers.username AND acctstoptime IS NULL)";
+
+fn sync_online_sql(distinct: &str) -> String {
+    format!(
+        "UPDATE subscribers SET is_online = {ONLINE_NOW}, updated_at = CURRENT_TIMESTAMP \
+         WHERE is_online {distinct} {ONLINE_NOW}"
+    )
+}
 
 /// Sessions read through the backend's `ROW_SOURCE` with a per-backend WHERE clause (the
 /// two dialects differ in placeholders and time functions) and the same binds.
@@ -131,11 +140,11 @@ impl Store {
     /// how many subscribers changed.
     pub async fn sync_online(&self) -> Result<u64, StoreError> {
         let done = match self {
-            Store::Sqlite(s) => sqlx::query(SYNC_ONLINE)
+            Store::Sqlite(s) => sqlx::query(AssertSqlSafe(sync_online_sql("IS NOT")))
                 .execute(s.pool())
                 .await?
                 .rows_affected(),
-            Store::Postgres(s) => sqlx::query(SYNC_ONLINE)
+            Store::Postgres(s) => sqlx::query(AssertSqlSafe(sync_online_sql("IS DISTINCT FROM")))
                 .execute(s.pool())
                 .await?
                 .rows_affected(),
@@ -143,9 +152,23 @@ impl Store {
         Ok(done)
     }
 
+    /// How many rows one archive batch may take on this backend: a SQLite batch holds the
+    /// database's single write lock for its whole transaction, so it is kept short (ingest
+    /// waits for it); PostgreSQL locks only the batch's own rows.
+    pub fn archive_batch_cap(&self, wanted: i64) -> i64 {
+        match self {
+            Store::Sqlite(_) => wanted.clamp(1, SQLITE_ARCHIVE_BATCH),
+            Store::Postgres(_) => wanted.max(1),
+        }
+    }
+
     /// Move up to `limit` sessions closed before `cutoff`, with their history, to the
     /// archive tables in one transaction: an interruption at any point rolls the whole
     /// batch back, so no row is lost or copied twice. Returns how many were moved.
+    ///
+    /// Every statement is driven by the batch's ids and reaches the other tables by primary
+    /// key (or the `radacctid` index of the event tables), so a batch costs the same
+    /// whatever the size of `radacct` and of the archive.
     pub async fn archive_batch(&self, cutoff: Timestamp, limit: i64) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => {
@@ -163,42 +186,47 @@ impl Store {
                 if ids.is_empty() {
                     return Ok(0);
                 }
-                let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
-                let set = "(SELECT value FROM json_each(?1))";
+                let list = json_ids(&ids);
                 // Copies that already exist (an identical row: same radacctid and
-                // acctuniqueid) are skipped; a *different* row under the same id is not,
-                // and neither copy is deleted — see `moved` below.
-                let moved = "(SELECT r.radacctid FROM radacct r JOIN radacct_archive a \
-                     ON a.radacctid = r.radacctid AND a.acctuniqueid = r.acctuniqueid \
-                     WHERE r.radacctid IN (SELECT value FROM json_each(?1)))";
-                for sql in [
-                    format!(
-                        "INSERT OR IGNORE INTO radacct_archive ({RADACCT_COLUMNS}) SELECT \
-                         {RADACCT_COLUMNS} FROM radacct WHERE radacctid IN {set}"
-                    ),
-                    format!(
-                        "INSERT OR IGNORE INTO radacct_events_archive ({EVENT_COLUMNS}) SELECT \
-                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid IN {moved}"
-                    ),
-                    format!(
-                        "DELETE FROM radacct_events WHERE radacctid IN {moved} AND id IN \
-                         (SELECT id FROM radacct_events_archive)"
-                    ),
-                ] {
-                    sqlx::query(AssertSqlSafe(sql))
-                        .bind(&list)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let deleted = sqlx::query(AssertSqlSafe(format!(
-                    "DELETE FROM radacct WHERE radacctid IN {moved}"
+                // acctuniqueid) are skipped; a *different* row under the same id is not
+                // copied, and is not `moved` below, so it is never deleted.
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT OR IGNORE INTO radacct_archive ({RADACCT_COLUMNS}) SELECT \
+                     {RADACCT_COLUMNS} FROM radacct WHERE radacctid IN {SQLITE_SET}"
                 )))
                 .bind(&list)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .await?;
+                let moved: Vec<i64> = sqlx::query_scalar(
+                    "SELECT r.radacctid FROM json_each(?1) j \
+                     JOIN radacct r ON r.radacctid = j.value \
+                     JOIN radacct_archive a ON a.radacctid = j.value \
+                     WHERE a.acctuniqueid = r.acctuniqueid",
+                )
+                .bind(&list)
+                .fetch_all(&mut *tx)
+                .await?;
+                let moved_list = json_ids(&moved);
+                for sql in [
+                    format!(
+                        "INSERT OR IGNORE INTO radacct_events_archive ({EVENT_COLUMNS}) SELECT \
+                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid IN {SQLITE_SET}"
+                    ),
+                    // An event is deleted only once the archive holds it (same id, same row).
+                    format!(
+                        "DELETE FROM radacct_events WHERE radacctid IN {SQLITE_SET} AND EXISTS \
+                         (SELECT 1 FROM radacct_events_archive a \
+                         WHERE a.id = radacct_events.id AND a.radacctid = radacct_events.radacctid)"
+                    ),
+                    format!("DELETE FROM radacct WHERE radacctid IN {SQLITE_SET}"),
+                ] {
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(&moved_list)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
-                stuck(ids.len() as u64, deleted)
+                stuck(ids.len() as u64, moved.len() as u64)
             }
             Store::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
@@ -215,41 +243,53 @@ impl Store {
                 if ids.is_empty() {
                     return Ok(0);
                 }
-                let moved = "(SELECT r.radacctid FROM radacct r JOIN radacct_archive a \
-                     ON a.radacctid = r.radacctid AND a.acctuniqueid = r.acctuniqueid \
-                     WHERE r.radacctid = ANY($1))";
-                for sql in [
-                    format!(
-                        "INSERT INTO radacct_archive ({RADACCT_COLUMNS}) SELECT {RADACCT_COLUMNS} \
-                         FROM radacct WHERE radacctid = ANY($1) ON CONFLICT DO NOTHING"
-                    ),
-                    format!(
-                        "INSERT INTO radacct_events_archive ({EVENT_COLUMNS}) SELECT \
-                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid IN {moved} \
-                         ON CONFLICT DO NOTHING"
-                    ),
-                    format!(
-                        "DELETE FROM radacct_events e WHERE radacctid IN {moved} AND EXISTS \
-                         (SELECT 1 FROM radacct_events_archive a WHERE a.id = e.id)"
-                    ),
-                ] {
-                    sqlx::query(AssertSqlSafe(sql))
-                        .bind(&ids)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let deleted = sqlx::query(AssertSqlSafe(format!(
-                    "DELETE FROM radacct WHERE radacctid IN {moved}"
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO radacct_archive ({RADACCT_COLUMNS}) SELECT {RADACCT_COLUMNS} \
+                     FROM radacct WHERE radacctid = ANY($1) ON CONFLICT DO NOTHING"
                 )))
                 .bind(&ids)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .await?;
+                let moved: Vec<i64> = sqlx::query_scalar(
+                    "SELECT r.radacctid FROM radacct r JOIN radacct_archive a \
+                     ON a.radacctid = r.radacctid AND a.acctuniqueid = r.acctuniqueid \
+                     WHERE r.radacctid = ANY($1) AND a.radacctid = ANY($1)",
+                )
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+                for sql in [
+                    format!(
+                        "INSERT INTO radacct_events_archive ({EVENT_COLUMNS}) SELECT \
+                         {EVENT_COLUMNS} FROM radacct_events WHERE radacctid = ANY($1) \
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    "DELETE FROM radacct_events e WHERE radacctid = ANY($1) AND EXISTS \
+                     (SELECT 1 FROM radacct_events_archive a \
+                     WHERE a.id = e.id AND a.radacctid = e.radacctid)"
+                        .to_owned(),
+                    "DELETE FROM radacct WHERE radacctid = ANY($1)".to_owned(),
+                ] {
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(&moved)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
-                stuck(ids.len() as u64, deleted)
+                stuck(ids.len() as u64, moved.len() as u64)
             }
         }
     }
+}
+
+/// Rows per archive batch on SQLite at most (see [`Store::archive_batch_cap`]).
+const SQLITE_ARCHIVE_BATCH: i64 = 200;
+
+/// A batch's ids as one JSON array parameter, read back with `json_each` (SQLite).
+const SQLITE_SET: &str = "(SELECT value FROM json_each(?1))";
+
+fn json_ids(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
 
 /// The batch's outcome: every selected row moved, or [`StoreError::ArchiveConflict`] for

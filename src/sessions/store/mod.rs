@@ -180,11 +180,33 @@ impl Store {
         }
     }
 
-    /// Apply the embedded migrations, then ensure the indexes (EnsureIndexes).
+    /// Apply the embedded migrations, then ensure every index (EnsureIndexes), all before
+    /// returning: `radacctd migrate` and the other commands.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.migrate().await,
             Store::Postgres(s) => s.migrate().await,
+        }
+    }
+
+    /// What the server does before it listens: the migrations and the indexes ingest
+    /// needs. On PostgreSQL the Sessions API's indexes are left to
+    /// [`Store::ensure_api_indexes`], which the server runs in the background (a build on a
+    /// big `radacct` takes minutes), unless the tables are still small; on SQLite, where
+    /// any index build stops writers, every index is built here.
+    pub async fn migrate_for_ingest(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.migrate().await,
+            Store::Postgres(s) => s.migrate_for_ingest().await,
+        }
+    }
+
+    /// The Sessions API's indexes (PostgreSQL: built concurrently, writers keep writing;
+    /// SQLite: already built by [`Store::migrate_for_ingest`]).
+    pub async fn ensure_api_indexes(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.ensure_api_indexes().await,
         }
     }
 

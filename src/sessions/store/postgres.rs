@@ -16,7 +16,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 /// Indexes ensured at every start (EnsureIndexes), built CONCURRENTLY so that ingest from
 /// other nodes (or FreeRADIUS) keeps writing while a missing one is built on a big table.
-const ENSURE_INDEXES: &[(&str, &str)] = &[
+///
+/// These are the ones ingest itself needs, so the server builds them before it listens:
+/// finding a session's rows by key (`rows_for_keys`; `acctuniqueid` is UNIQUE in the
+/// schema), the open rows of a NAS (Accounting-On/Off) and a user's open rows (the
+/// `subscribers.is_online` sync of every commit).
+const INGEST_INDEXES: &[(&str, &str)] = &[
     ("radacct_sessionkey", "ON radacct (sessionkey)"),
     // The partial index the contract names: open sessions only, small and hot.
     (
@@ -27,17 +32,107 @@ const ENSURE_INDEXES: &[(&str, &str)] = &[
         "radacct_open_username",
         "ON radacct (username) WHERE acctstoptime IS NULL",
     ),
-    ("radacct_username", "ON radacct (username, acctstarttime)"),
-    ("radacct_starttime", "ON radacct (acctstarttime)"),
+];
+
+/// The Sessions API's indexes on `radacct` and `radacct_archive`: filters and sorts of
+/// closed sessions. A running server builds them in the background, after it listens.
+///
+/// The API's order is the sort column with NULLs as its smallest value, then `radacctid`
+/// in the same direction (`query::order_by`), so one index per column serves both
+/// directions: read forwards for `DESC NULLS LAST`, backwards for `ASC NULLS FIRST`. The
+/// start-time ones carry `acctstoptime` (INCLUDE), so the exact count of closed sessions
+/// in a period, of a NAS or of a user (`pagination.total`) is an index-only scan.
+const API_INDEXES: &[(&str, &str)] = &[
     ("radacct_stoptime", "ON radacct (acctstoptime)"),
     ("radacct_framedip", "ON radacct (framedipaddress)"),
     ("radacct_callingstation", "ON radacct (callingstationid)"),
-    ("radacct_nas_id", "ON radacct (nas_id, acctstarttime)"),
-    // The API's other sort columns, so a sorted page of closed sessions is an index walk.
-    ("radacct_inputoctets", "ON radacct (acctinputoctets)"),
-    ("radacct_outputoctets", "ON radacct (acctoutputoctets)"),
-    ("radacct_sessiontime", "ON radacct (acctsessiontime)"),
+    (
+        "radacct_user_start",
+        "ON radacct (username, acctstarttime DESC NULLS LAST, radacctid DESC) \
+         INCLUDE (acctstoptime)",
+    ),
+    (
+        "radacct_nas_start",
+        "ON radacct (nas_id, acctstarttime DESC NULLS LAST, radacctid DESC) \
+         INCLUDE (acctstoptime)",
+    ),
+    (
+        "radacct_sort_starttime",
+        "ON radacct (acctstarttime DESC NULLS LAST, radacctid DESC) \
+         INCLUDE (acctstoptime)",
+    ),
+    (
+        "radacct_sort_inputoctets",
+        "ON radacct (acctinputoctets DESC NULLS LAST, radacctid DESC)",
+    ),
+    (
+        "radacct_sort_outputoctets",
+        "ON radacct (acctoutputoctets DESC NULLS LAST, radacctid DESC)",
+    ),
+    (
+        "radacct_sort_sessiontime",
+        "ON radacct (acctsessiontime DESC NULLS LAST, radacctid DESC)",
+    ),
+    // `source=archive`: the same filters and sorts (no open sessions there).
+    (
+        "radacct_archive_user_start",
+        "ON radacct_archive (username, acctstarttime DESC NULLS LAST, radacctid DESC) \
+         INCLUDE (acctstoptime)",
+    ),
+    (
+        "radacct_archive_nas_start",
+        "ON radacct_archive (nas_id, acctstarttime DESC NULLS LAST, radacctid DESC) \
+         INCLUDE (acctstoptime)",
+    ),
+    (
+        "radacct_archive_sort_starttime",
+        "ON radacct_archive (acctstarttime DESC NULLS LAST, radacctid DESC) \
+         INCLUDE (acctstoptime)",
+    ),
+    (
+        "radacct_archive_sort_inputoctets",
+        "ON radacct_archive (acctinputoctets DESC NULLS LAST, radacctid DESC)",
+    ),
+    (
+        "radacct_archive_sort_outputoctets",
+        "ON radacct_archive (acctoutputoctets DESC NULLS LAST, radacctid DESC)",
+    ),
+    (
+        "radacct_archive_sort_sessiontime",
+        "ON radacct_archive (acctsessiontime DESC NULLS LAST, radacctid DESC)",
+    ),
 ];
+
+/// Indexes older radacctd versions created, replaced by `API_INDEXES` (their ascending
+/// order could not serve the API's default `DESC NULLS LAST`). Dropped once the new ones
+/// are built, and only when the index of that name is exactly the one radacctd made (its
+/// definition ends with the column list below): an index of someone else's that happens
+/// to bear the name is left alone.
+const RETIRED_INDEXES: &[(&str, &str)] = &[
+    ("radacct_username", "(username, acctstarttime)"),
+    ("radacct_starttime", "(acctstarttime)"),
+    ("radacct_nas_id", "(nas_id, acctstarttime)"),
+    ("radacct_inputoctets", "(acctinputoctets)"),
+    ("radacct_outputoctets", "(acctoutputoctets)"),
+    ("radacct_sessiontime", "(acctsessiontime)"),
+];
+
+/// Key of the session advisory lock that serialises EnsureIndexes between radacctd nodes:
+/// two concurrent `CREATE INDEX CONCURRENTLY` on one table can deadlock, and a node must
+/// not mistake the other's build in progress (not yet valid) for a leftover to rebuild.
+const ENSURE_INDEXES_LOCK: i64 = 0x7261_6461_6363_7464; // "radacctd"
+
+/// Below this size of `radacct` plus `radacct_archive` (about 50,000 rows) the API's
+/// indexes are built before the server listens rather than in the background.
+const SMALL_TABLES_BYTES: i64 = 16 << 20;
+
+/// SQLSTATE 40P01, deadlock_detected.
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
+}
+
+/// Attempts per statement of EnsureIndexes when PostgreSQL reports a deadlock.
+const DEADLOCK_ATTEMPTS: u32 = 5;
 
 pub(crate) const ROW_SOURCE: &str = "SELECT radacctid, acctuniqueid, sessionkey, nas_id, username, \
     acctsessionid, realm, host(nasipaddress) AS nasipaddress_t, nasportid, nasporttype, \
@@ -315,40 +410,95 @@ impl PgStore {
         &self.pool
     }
 
+    /// Everything: the schema migrations, then every index (`radacctd migrate`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        self.ensure_indexes().await
+        self.migrate_for_ingest().await?;
+        self.ensure_api_indexes().await
     }
 
-    /// EnsureIndexes: create what is missing without blocking writers, and rebuild any
-    /// index an interrupted concurrent build left invalid.
-    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        for (name, definition) in ENSURE_INDEXES {
-            let invalid: Option<bool> = sqlx::query_scalar(
-                "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-                 WHERE c.relname = $1",
-            )
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-            match invalid {
-                Some(false) => continue,
-                Some(true) => {
-                    tracing::warn!(index = name, "rebuilding an invalid index");
-                    let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {name}");
-                    sqlx::raw_sql(AssertSqlSafe(sql))
-                        .execute(&self.pool)
-                        .await?;
-                }
-                None => {}
-            }
-            tracing::info!(index = name, "creating index");
-            let sql = format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}");
-            sqlx::raw_sql(AssertSqlSafe(sql))
-                .execute(&self.pool)
-                .await?;
+    /// What the server needs before it may accept packets: the schema migrations and the
+    /// indexes ingest uses.
+    ///
+    /// While `radacct` and `radacct_archive` are small (a new database, a test) the API's
+    /// indexes are built here too: that takes well under a second, and then nothing builds
+    /// in the background while the server runs.
+    pub async fn migrate_for_ingest(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        self.ensure_indexes(INGEST_INDEXES, &[]).await?;
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(pg_relation_size(to_regclass('radacct')), 0) \
+             + COALESCE(pg_relation_size(to_regclass('radacct_archive')), 0) AS BIGINT)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if bytes < SMALL_TABLES_BYTES {
+            self.ensure_api_indexes().await?;
         }
         Ok(())
+    }
+
+    /// The Sessions API's indexes, and the retirement of the ones they replace.
+    pub async fn ensure_api_indexes(&self) -> Result<(), StoreError> {
+        self.ensure_indexes(API_INDEXES, RETIRED_INDEXES).await
+    }
+
+    /// EnsureIndexes: create what is missing without blocking writers, rebuild any index an
+    /// interrupted concurrent build left invalid, then drop `retired` ones. One node at a
+    /// time (advisory lock, held on one connection); a deadlock is retried. When every
+    /// index is already in place nothing waits for the lock, so a node starting while
+    /// another builds the API's indexes starts at once.
+    async fn ensure_indexes(
+        &self,
+        wanted: &[(&str, &str)],
+        retired: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        if self.indexes_in_place(wanted, retired).await? {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await?;
+        // Polled, not `pg_advisory_lock`: a statement waiting for the lock is a transaction
+        // that the other node's `CREATE INDEX CONCURRENTLY` waits for in turn (it waits for
+        // every older snapshot) — a deadlock.
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(ENSURE_INDEXES_LOCK)
+                .fetch_one(&mut *conn)
+                .await?;
+            if locked {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let result = ensure_indexes_on(&mut conn, wanted, retired).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(ENSURE_INDEXES_LOCK)
+            .execute(&mut *conn)
+            .await;
+        if unlocked.is_err() {
+            // The lock must not outlive this run on a pooled connection.
+            conn.detach();
+        }
+        result
+    }
+
+    /// Whether every `wanted` index exists and is valid and no `retired` one is left.
+    async fn indexes_in_place(
+        &self,
+        wanted: &[(&str, &str)],
+        retired: &[(&str, &str)],
+    ) -> Result<bool, StoreError> {
+        let wanted: Vec<&str> = wanted.iter().map(|(name, _)| *name).collect();
+        let retired: Vec<&str> = retired.iter().map(|(name, _)| *name).collect();
+        Ok(sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname = ANY($1) AND i.indisvalid AND pg_table_is_visible(c.oid)) \
+             = cardinality($1) AND NOT EXISTS (SELECT 1 FROM pg_indexes \
+             WHERE schemaname = current_schema() AND indexname = ANY($2))",
+        )
+        .bind(&wanted)
+        .bind(&retired)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -615,6 +765,92 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+async fn ensure_indexes_on(
+    conn: &mut sqlx::PgConnection,
+    wanted: &[(&str, &str)],
+    retired: &[(&str, &str)],
+) -> Result<(), StoreError> {
+    for (name, definition) in wanted {
+        let mut attempt = 1;
+        // A build that lost a deadlock leaves an invalid index behind: the next attempt
+        // finds it and rebuilds it.
+        while let Err(e) = ensure_index(conn, name, definition).await {
+            if !is_deadlock(&e) || attempt >= DEADLOCK_ATTEMPTS {
+                return Err(e.into());
+            }
+            tracing::warn!(index = name, attempt, "deadlock detected; retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt))).await;
+            attempt += 1;
+        }
+    }
+    for (name, columns) in retired {
+        let ours: Option<bool> = sqlx::query_scalar(
+            "SELECT tablename = 'radacct' AND indexdef LIKE '% USING btree ' || $2 \
+             FROM pg_indexes WHERE indexname = $1 AND schemaname = current_schema()",
+        )
+        .bind(name)
+        .bind(columns)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match ours {
+            Some(true) => {
+                tracing::info!(index = name, "dropping an index replaced by a newer one");
+                let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {name}");
+                let mut attempt = 1;
+                while let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                    .execute(&mut *conn)
+                    .await
+                {
+                    if !is_deadlock(&e) || attempt >= DEADLOCK_ATTEMPTS {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(index = name, attempt, "deadlock detected; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
+                        .await;
+                    attempt += 1;
+                }
+            }
+            Some(false) => {
+                tracing::debug!(index = name, "not radacctd's index; left as it is")
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// One index: nothing when it exists and is valid; otherwise (re)built concurrently.
+async fn ensure_index(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    definition: &str,
+) -> Result<(), sqlx::Error> {
+    let invalid: Option<bool> = sqlx::query_scalar(
+        "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE c.relname = $1 AND pg_table_is_visible(c.oid)",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match invalid {
+        Some(false) => return Ok(()),
+        Some(true) => {
+            tracing::warn!(index = name, "rebuilding an invalid index");
+            let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {name}");
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await?;
+        }
+        None => {}
+    }
+    tracing::info!(index = name, "creating index");
+    let sql = format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}");
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 fn nas_from_row(r: &sqlx::postgres::PgRow) -> Option<NasRow> {

@@ -218,12 +218,21 @@ fn build_where(d: Dialect, q: &SessionQuery) -> Where {
     w
 }
 
-fn order_by(q: &SessionQuery) -> String {
-    let dir = if q.descending { "DESC" } else { "ASC" };
-    format!(
-        " ORDER BY {col} {dir} NULLS LAST, radacctid {dir}",
-        col = q.sort.column()
-    )
+/// The API's order: the sort column with NULLs as its smallest value (first ascending,
+/// last descending), then `radacctid` in the same direction — as the in-memory list of
+/// open sessions orders them. It is SQLite's natural order, and on PostgreSQL exactly the
+/// order of the `(column DESC NULLS LAST, radacctid DESC)` indexes read forwards (DESC) or
+/// backwards (ASC), so a page is an index walk in both directions.
+fn order_by(d: Dialect, q: &SessionQuery) -> String {
+    let col = q.sort.column();
+    match (d, q.descending) {
+        (Dialect::Sqlite, true) => format!(" ORDER BY {col} DESC, radacctid DESC"),
+        (Dialect::Sqlite, false) => format!(" ORDER BY {col} ASC, radacctid ASC"),
+        (Dialect::Postgres, true) => format!(" ORDER BY {col} DESC NULLS LAST, radacctid DESC"),
+        (Dialect::Postgres, false) => {
+            format!(" ORDER BY {col} ASC NULLS FIRST, radacctid ASC")
+        }
+    }
 }
 
 macro_rules! bind_args {
@@ -283,21 +292,35 @@ impl Store {
         }
     }
 
-    /// One page of sessions matching `q`.
-    pub async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<Session>, StoreError> {
+    /// The statement of [`Store::list_sessions`] and its arguments.
+    fn list_query(&self, q: &SessionQuery) -> (String, Vec<Arg>) {
         let d = self.dialect();
         let mut w = build_where(d, q);
         let limit = w.placeholder(d, Arg::Int(q.limit));
         let offset = w.placeholder(d, Arg::Int(q.offset));
-        let order = order_by(q);
+        let order = order_by(d, q);
+        let source = match d {
+            Dialect::Sqlite => source_for(sqlite::ROW_SOURCE, q.table()),
+            Dialect::Postgres => source_for(postgres::ROW_SOURCE, q.table()),
+        };
+        let sql = format!("{source}{}{order} LIMIT {limit} OFFSET {offset}", w.sql);
+        (sql, w.args)
+    }
+
+    /// The SQL text [`Store::list_sessions`] runs for `q` (placeholders unbound), for
+    /// tests that check its plan.
+    #[doc(hidden)]
+    pub fn list_sessions_sql(&self, q: &SessionQuery) -> String {
+        self.list_query(q).0
+    }
+
+    /// One page of sessions matching `q`.
+    pub async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<Session>, StoreError> {
+        let d = self.dialect();
+        let (sql, args) = self.list_query(q);
         match self {
             Store::Sqlite(s) => {
-                let sql = format!(
-                    "{}{}{order} LIMIT {limit} OFFSET {offset}",
-                    source_for(sqlite::ROW_SOURCE, q.table()),
-                    w.sql
-                );
-                let rows = bind_args!(sqlx::query(AssertSqlSafe(sql)), w.args, d)
+                let rows = bind_args!(sqlx::query(AssertSqlSafe(sql)), args, d)
                     .fetch_all(s.pool())
                     .await?;
                 rows.iter()
@@ -305,12 +328,7 @@ impl Store {
                     .collect()
             }
             Store::Postgres(s) => {
-                let sql = format!(
-                    "{}{}{order} LIMIT {limit} OFFSET {offset}",
-                    source_for(postgres::ROW_SOURCE, q.table()),
-                    w.sql
-                );
-                let rows = bind_args!(sqlx::query(AssertSqlSafe(sql)), w.args, d)
+                let rows = bind_args!(sqlx::query(AssertSqlSafe(sql)), args, d)
                     .fetch_all(s.pool())
                     .await?;
                 rows.iter()
@@ -346,7 +364,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(256);
         let d = self.dialect();
         let w = build_where(d, q);
-        let order = order_by(q);
+        let order = order_by(d, q);
         let store = self.clone();
         let table = q.table();
         tokio::spawn(async move {
@@ -492,6 +510,25 @@ mod tests {
         assert_eq!(
             source_for(sqlite::ROW_SOURCE, "radacct"),
             sqlite::ROW_SOURCE
+        );
+    }
+
+    #[test]
+    fn nulls_sort_as_the_smallest_value_in_both_dialects() {
+        let mut query = q();
+        query.sort = SortKey::StartTime;
+        assert_eq!(
+            order_by(Dialect::Postgres, &query),
+            " ORDER BY acctstarttime DESC NULLS LAST, radacctid DESC"
+        );
+        query.descending = false;
+        assert_eq!(
+            order_by(Dialect::Postgres, &query),
+            " ORDER BY acctstarttime ASC NULLS FIRST, radacctid ASC"
+        );
+        assert_eq!(
+            order_by(Dialect::Sqlite, &query),
+            " ORDER BY acctstarttime ASC, radacctid ASC"
         );
     }
 

@@ -17,7 +17,13 @@ use crate::sessions::model::{Event, Session, StopSource};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Indexes ensured at every start (EnsureIndexes). `IF NOT EXISTS` makes each a no-op
-/// once present; on SQLite an index build locks the file, which at start-up is harmless.
+/// once present. On SQLite an index build holds the file's write lock for its whole
+/// duration, so a build in the background would stall ingest just the same (and past the
+/// writer's busy timeout): they are all built at start, before the server listens.
+///
+/// The API sorts by a column with NULLs as its smallest value, then by `radacctid` in the
+/// same direction — SQLite's own order — and every SQLite index ends with the rowid
+/// (`radacctid`), so `(column)` serves both directions of `ORDER BY column, radacctid`.
 const ENSURE_INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS radacct_sessionkey ON radacct(sessionkey)",
     "CREATE INDEX IF NOT EXISTS radacct_open ON radacct(nasipaddress) WHERE acctstoptime IS NULL",
@@ -32,6 +38,13 @@ const ENSURE_INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS radacct_inputoctets ON radacct(acctinputoctets)",
     "CREATE INDEX IF NOT EXISTS radacct_outputoctets ON radacct(acctoutputoctets)",
     "CREATE INDEX IF NOT EXISTS radacct_sessiontime ON radacct(acctsessiontime)",
+    // `source=archive`: the same filters and sorts (no open sessions there).
+    "CREATE INDEX IF NOT EXISTS radacct_archive_username ON radacct_archive(username, acctstarttime)",
+    "CREATE INDEX IF NOT EXISTS radacct_archive_nas_id ON radacct_archive(nas_id, acctstarttime)",
+    "CREATE INDEX IF NOT EXISTS radacct_archive_starttime ON radacct_archive(acctstarttime)",
+    "CREATE INDEX IF NOT EXISTS radacct_archive_inputoctets ON radacct_archive(acctinputoctets)",
+    "CREATE INDEX IF NOT EXISTS radacct_archive_outputoctets ON radacct_archive(acctoutputoctets)",
+    "CREATE INDEX IF NOT EXISTS radacct_archive_sessiontime ON radacct_archive(acctsessiontime)",
 ];
 
 /// Column expressions that present a row the way `SELECT_COLUMNS` names them.
@@ -298,6 +311,8 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The schema migrations, then every index (see `ENSURE_INDEXES` for why all of them
+    /// are built before the server listens).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         for stmt in ENSURE_INDEXES {

@@ -204,7 +204,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("use `radacctd archive --now` to archive immediately");
             }
             let store = Store::connect(&config.database).await?;
-            store.migrate().await?;
+            // The schema, not the API indexes: on a large table a missing index would make
+            // this command wait for its build (`radacctd migrate` or `serve` build them).
+            store.migrate_for_ingest().await?;
             let archiver = crate::jobs::archiver::Archiver {
                 store: store.clone(),
                 at: config.jobs.archive_at,
@@ -335,7 +337,7 @@ async fn import(config: &Config, file: &std::path::Path, resellers: bool) -> any
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
     let store = Store::connect(&config.database).await?;
-    store.migrate().await?;
+    store.migrate_for_ingest().await?;
     let result = if resellers {
         crate::api::admin::import_resellers_csv(&store, &csv).await
     } else {
@@ -425,7 +427,7 @@ pub fn redact_url(url: &str) -> String {
 
 async fn nas(config: Config, command: NasCommand) -> anyhow::Result<()> {
     let store = Store::connect(&config.database).await?;
-    store.migrate().await?;
+    store.migrate_for_ingest().await?;
     let result = match command {
         NasCommand::Add(a) => {
             if a.secret.is_empty() {

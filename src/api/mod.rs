@@ -169,11 +169,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// The Prometheus scrape. The gauges that are cheap to read exactly are set here, at
-/// scrape time, rather than on every packet: open sessions, and open sessions per NAS. The per-NAS family is rendered here and appended (see
+/// scrape time, rather than on every packet: open sessions, the writer queue depth, and
+/// open sessions per NAS. The per-NAS family is rendered here and appended (see
 /// [`crate::metrics::render_open_sessions_by_nas`]), so it always shows exactly the NASes
 /// configured now.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     crate::metrics::open_sessions(state.index.len());
+    if let Some(queued) = state.closer.queued() {
+        crate::metrics::writer_queue_depth(queued);
+    }
     let per_nas = match state.store.nas_list().await {
         Ok(rows) => {
             let names: Vec<(i64, String)> = rows

@@ -446,3 +446,53 @@ fn closed_by(record: &Record, changed: &[Change]) -> bool {
             && c.session.terminate_cause.as_deref() == Some(cause)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout() -> StoreError {
+        StoreError::Db(sqlx::Error::PoolTimedOut)
+    }
+
+    fn ago(d: Duration) -> Instant {
+        Instant::now()
+            .checked_sub(d)
+            .expect("monotonic clock too young")
+    }
+
+    /// One WARN when the store starts failing, one ERROR once it has failed for longer
+    /// than `ESCALATE_AFTER` (however many failures and batches), reset on recovery.
+    #[test]
+    fn an_outage_is_escalated_once_after_the_threshold_and_reset_on_recovery() {
+        let mut h = Health::default();
+        h.failed(&timeout(), 3);
+        assert!(h.failing_since.is_some() && !h.escalated);
+        h.failing_since = Some(ago(ESCALATE_AFTER / 2));
+        h.failed(&timeout(), 3);
+        assert!(!h.escalated, "escalated before the threshold");
+        h.failing_since = Some(ago(ESCALATE_AFTER + Duration::from_secs(1)));
+        h.failed(&timeout(), 3);
+        assert!(h.escalated);
+        h.stored(3);
+        assert!(h.failing_since.is_none() && !h.escalated);
+        // A new outage starts over at WARN.
+        h.failed(&timeout(), 1);
+        assert!(!h.escalated);
+    }
+
+    /// The shutdown deadline is set once, at the first sight of shutdown; later sightings
+    /// (other batches) do not move it.
+    #[test]
+    fn the_shutdown_deadline_is_set_once() {
+        let mut h = Health::default();
+        assert!(!h.past_deadline());
+        h.shutdown_seen(Duration::from_secs(60));
+        let first = h.deadline;
+        h.shutdown_seen(Duration::from_secs(600));
+        assert_eq!(h.deadline, first);
+        assert!(!h.past_deadline());
+        h.deadline = Some(ago(Duration::from_millis(1)));
+        assert!(h.past_deadline());
+    }
+}

@@ -354,6 +354,8 @@ impl<A: Acknowledge> Writer<A> {
         tokio::pin!(work);
         let mut tick = tokio::time::interval(QUEUE_DEPTH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let started = Instant::now();
+        let mut slow_logged = false;
         loop {
             let deadline = health.deadline;
             tokio::select! {
@@ -364,7 +366,21 @@ impl<A: Acknowledge> Writer<A> {
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
                     if deadline.is_some() => return None,
-                _ = tick.tick() => m::writer_queue_depth(self.rx.len()),
+                _ = tick.tick() => {
+                    m::writer_queue_depth(self.rx.len());
+                    // A store that blocks rather than fails (PostgreSQL waiting on a lock)
+                    // reports no error; say so once per attempt.
+                    if !slow_logged && started.elapsed() >= ESCALATE_AFTER {
+                        slow_logged = true;
+                        tracing::warn!(
+                            records = records.len(),
+                            waiting_secs = started.elapsed().as_secs(),
+                            "a commit has been waiting for over {} s (a lock held elsewhere?); \
+                             packets are held unanswered meanwhile",
+                            ESCALATE_AFTER.as_secs()
+                        );
+                    }
+                }
             }
         }
     }

@@ -168,31 +168,60 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The Prometheus scrape. Open sessions per NAS are counted from the index here, at scrape
-/// time, rather than on every packet.
+/// The Prometheus scrape. The gauges that are cheap to read exactly are set here, at
+/// scrape time, rather than on every packet: open sessions, the writer queue depth, and
+/// open sessions per NAS. The per-NAS family is rendered here and appended (see
+/// [`crate::metrics::render_open_sessions_by_nas`]), so it always shows exactly the NASes
+/// configured now.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     crate::metrics::open_sessions(state.index.len());
-    let mut per_nas: std::collections::HashMap<Option<i64>, usize> =
-        std::collections::HashMap::new();
-    for s in state.index.snapshot() {
-        *per_nas.entry(s.nas_id).or_default() += 1;
+    if let Some(queued) = state.closer.queued() {
+        crate::metrics::writer_queue_depth(queued);
     }
-    match state.store.nas_list().await {
+    let per_nas = match state.store.nas_list().await {
         Ok(rows) => {
-            for r in &rows {
-                let n = per_nas.remove(&Some(r.id)).unwrap_or(0);
-                crate::metrics::open_sessions_by_nas(nas_label(&r.config.name, r.id), n);
-            }
-            // Sessions whose NAS is no longer configured (or the default client).
-            crate::metrics::open_sessions_by_nas("unknown".to_owned(), per_nas.values().sum());
+            let names: Vec<(i64, String)> = rows
+                .iter()
+                .map(|r| (r.id, nas_label(&r.config.name, r.id)))
+                .collect();
+            Some(open_sessions_by_nas(
+                &names,
+                state.index.snapshot().iter().map(|s| s.nas_id),
+            ))
         }
-        Err(e) => tracing::debug!(error = %e, "cannot read NAS names for the per-NAS gauge"),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read NAS names for the per-NAS gauge");
+            None
+        }
+    };
+    let mut body = state.metrics.render();
+    if let Some(per_nas) = per_nas {
+        if !body.is_empty() && !body.ends_with('\n') {
+            body.push('\n');
+        }
+        body.push_str(&crate::metrics::render_open_sessions_by_nas(&per_nas));
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Open sessions per `nas` label: every configured NAS (`names`: id and label) appears,
+/// with 0 if it has none; NASes sharing a label are summed; sessions of a NAS that is no
+/// longer configured (or of the default client) count as `unknown`.
+fn open_sessions_by_nas(
+    names: &[(i64, String)],
+    sessions: impl Iterator<Item = Option<i64>>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut per_id: std::collections::HashMap<Option<i64>, usize> =
+        std::collections::HashMap::new();
+    for nas_id in sessions {
+        *per_id.entry(nas_id).or_default() += 1;
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (id, label) in names {
+        *out.entry(label.clone()).or_default() += per_id.remove(&Some(*id)).unwrap_or(0);
+    }
+    *out.entry("unknown".to_owned()).or_default() += per_id.values().sum::<usize>();
+    out
 }
 
 /// The `nas` label of a NAS: its short name, unless that is missing or an address (a
@@ -212,7 +241,20 @@ fn nas_label(name: &str, id: i64) -> String {
 
 #[cfg(test)]
 mod nas_label_tests {
-    use super::nas_label;
+    use super::{nas_label, open_sessions_by_nas};
+
+    #[test]
+    fn per_nas_counts_sum_shared_names_and_show_only_configured_nases() {
+        let names = [
+            (1, "bng1".to_owned()),
+            (2, "bng1".to_owned()),
+            (3, "idle".to_owned()),
+        ];
+        let sessions = [Some(1), Some(2), Some(2), Some(9), None, Some(1)];
+        let counts = open_sessions_by_nas(&names, sessions.into_iter());
+        let counts: Vec<(&str, usize)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(counts, [("bng1", 4), ("idle", 0), ("unknown", 2)]);
+    }
 
     #[test]
     fn addresses_never_become_labels() {

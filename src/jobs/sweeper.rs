@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use crate::sessions::model::Timestamp;
-use crate::sessions::writer::Closer;
+use crate::sessions::writer::{Closer, Submitted};
 use crate::sessions::{Index, Record, Store};
 
 /// The cutoff of a sweep at `now` by a server started at `started`, whose previous
@@ -63,8 +63,9 @@ pub struct Sweeper {
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
-    /// Closes committed. One may have changed nothing if an update arrived after the
-    /// sweeper looked (the engine re-checks).
+    /// Sessions closed. A close that changed nothing — an Interim-Update committed after
+    /// the sweeper looked (the engine re-checks), or the session was closed meanwhile — is
+    /// not counted.
     pub closed: u64,
     pub online_changed: u64,
     /// Index entries dropped because their row is no longer open in the database.
@@ -87,26 +88,27 @@ impl Sweeper {
     ) -> Result<Report, crate::sessions::store::StoreError> {
         let stale = self.store.stale_sessions(cutoff, MAX_PER_SWEEP).await?;
         // Many closes in flight at once, so they share group commits.
-        let mut committed = 0u64;
+        let mut closed = 0u64;
         for chunk in stale.chunks(512) {
             let submits: Vec<_> = chunk
                 .iter()
                 .map(|s| {
                     self.closer
-                        .submit(Record::idle_timeout(s, cutoff), Duration::from_secs(30))
+                        .close(Record::idle_timeout(s, cutoff), Duration::from_secs(30))
                 })
                 .collect();
-            committed += futures_util::future::join_all(submits)
+            closed += futures_util::future::join_all(submits)
                 .await
                 .into_iter()
-                .filter(|ok| *ok)
+                .filter(|s| matches!(s, Submitted::Committed { closed: true }))
                 .count() as u64;
         }
+        // Counted before anything else can fail: these closes are committed.
+        m::sweeper(closed);
         let online_changed = self.store.sync_online().await?;
-        m::sweeper(committed);
         let evicted = self.reconcile().await?;
         Ok(Report {
-            closed: committed,
+            closed,
             online_changed,
             evicted,
         })

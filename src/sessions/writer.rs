@@ -9,13 +9,15 @@
 //! rest; a record refused on its own is dropped unanswered and logged.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Change, Engine};
+use super::engine::{CAUSE_ADMIN_RESET, CAUSE_IDLE_TIMEOUT, Change, ChangeKind, Engine};
 use super::model::Record;
+use super::model::StatusType;
 use super::store::StoreError;
 use crate::config::WriterConfig;
 use crate::metrics as m;
@@ -43,14 +45,38 @@ pub trait Acknowledge: Send + Sync + 'static {
 #[derive(Debug)]
 pub enum Origin<T> {
     Nas(T),
-    Server(oneshot::Sender<bool>),
+    Server(oneshot::Sender<Submitted>),
 }
 
-/// Hands server-made records (the stop of a confirmed disconnect) to the writer, so that
-/// they are ordered and committed with the NAS traffic instead of racing it.
+/// What became of a record the server submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Not committed: the queue was full or closed, the store stayed unwritable, or the
+    /// wait ran out.
+    NotCommitted,
+    /// Committed. `closed`: the record closed its target session. It is `false` when the
+    /// session was already closed, or when an Interim-Update committed first and the
+    /// engine's re-check left an idle-timeout close without effect.
+    Committed { closed: bool },
+}
+
+/// Hands server-made records (the stop of a confirmed disconnect, a sweeper close) to the
+/// writer, so that they are ordered and committed with the NAS traffic instead of racing it.
 pub trait Closer: Send + Sync {
+    /// Queue `record` and wait up to `wait` for its commit.
+    fn close(&self, record: Record, wait: Duration) -> BoxFuture<'_, Submitted>;
+
     /// Queue `record` and wait up to `wait` for its commit; `false` if it was not committed.
-    fn submit(&self, record: Record, wait: Duration) -> BoxFuture<'_, bool>;
+    fn submit(&self, record: Record, wait: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(
+            async move { matches!(self.close(record, wait).await, Submitted::Committed { .. }) },
+        )
+    }
+
+    /// Records waiting in the writer's queue, where the implementation knows it.
+    fn queued(&self) -> Option<usize> {
+        None
+    }
 }
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -61,7 +87,7 @@ pub struct Submitter<T> {
 }
 
 impl<T: Send + 'static> Closer for Submitter<T> {
-    fn submit(&self, record: Record, wait: Duration) -> BoxFuture<'_, bool> {
+    fn close(&self, record: Record, wait: Duration) -> BoxFuture<'_, Submitted> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             let pending = Pending {
@@ -70,12 +96,33 @@ impl<T: Send + 'static> Closer for Submitter<T> {
             };
             let queued = tokio::time::timeout(wait, self.queue.send(pending)).await;
             if !matches!(queued, Ok(Ok(()))) {
-                return false;
+                return Submitted::NotCommitted;
             }
-            matches!(tokio::time::timeout(wait, rx).await, Ok(Ok(true)))
+            match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(outcome)) => outcome,
+                _ => Submitted::NotCommitted,
+            }
         })
     }
+
+    /// Exact at the moment of the call: the channel's capacity minus its free slots. The
+    /// writer's own updates of the gauge lag while it is stuck in a commit.
+    fn queued(&self) -> Option<usize> {
+        Some(
+            self.queue
+                .max_capacity()
+                .saturating_sub(self.queue.capacity()),
+        )
+    }
 }
+
+/// How long the store may fail before the outage is logged at ERROR (an operator must
+/// act); shorter failures, such as lock contention that clears by itself, are warnings.
+const ESCALATE_AFTER: Duration = Duration::from_secs(10);
+/// While the store keeps failing, a reminder at most this often.
+const REMIND_EVERY: Duration = Duration::from_secs(60);
+/// How often the queue-depth gauge is refreshed while a commit is in progress or retried.
+const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Writer<A: Acknowledge> {
     engine: Engine,
@@ -89,6 +136,85 @@ enum Outcome {
     Stored(Vec<Change>),
     Refused(StoreError),
     GaveUp,
+}
+
+/// What the writer keeps across batches: how long the store has been failing (so an
+/// outage is logged once and escalated once, however many batches it holds up), and the
+/// single shutdown deadline shared by every batch still queued when shutdown began.
+#[derive(Debug, Default)]
+struct Health {
+    failing_since: Option<Instant>,
+    escalated: bool,
+    last_logged: Option<Instant>,
+    /// Shutdown began: what is not committed by then is abandoned.
+    deadline: Option<Instant>,
+    gave_up: bool,
+}
+
+impl Health {
+    fn shutdown_seen(&mut self, grace: Duration) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + grace);
+        }
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn failed(&mut self, e: &StoreError, records: usize) {
+        let now = Instant::now();
+        let Some(since) = self.failing_since else {
+            self.failing_since = Some(now);
+            self.last_logged = Some(now);
+            tracing::warn!(
+                error = %e,
+                records,
+                "cannot write to the store; holding packets unanswered and retrying"
+            );
+            return;
+        };
+        let failing_secs = now.duration_since(since).as_secs();
+        let quiet = self
+            .last_logged
+            .is_some_and(|t| now.duration_since(t) < REMIND_EVERY);
+        if !self.escalated && now.duration_since(since) >= ESCALATE_AFTER {
+            self.escalated = true;
+            self.last_logged = Some(now);
+            tracing::error!(
+                error = %e,
+                failing_secs,
+                "the store has been unwritable for {failing_secs} s; accounting packets are \
+                 held unanswered and the NASes retransmit them until it is back"
+            );
+        } else if !quiet {
+            self.last_logged = Some(now);
+            tracing::warn!(error = %e, failing_secs, "the store is still unwritable");
+        } else {
+            tracing::debug!(error = %e, "store still failing");
+        }
+    }
+
+    fn stored(&mut self, records: usize) {
+        let Some(since) = self.failing_since.take() else {
+            return;
+        };
+        let failed_secs = since.elapsed().as_secs_f64();
+        if std::mem::take(&mut self.escalated) {
+            tracing::warn!(
+                records,
+                failed_secs,
+                "store writable again after {failed_secs:.0} s; resuming"
+            );
+        } else {
+            tracing::info!(
+                records,
+                failed_secs,
+                "store writable again after {failed_secs:.1} s; resuming"
+            );
+        }
+        self.last_logged = None;
+    }
 }
 
 impl<A: Acknowledge> Writer<A> {
@@ -110,12 +236,13 @@ impl<A: Acknowledge> Writer<A> {
 
     /// Run until `drain` is cancelled (ingest has stopped) and everything queued by then
     /// is committed and answered; then the queue is closed, so late submissions fail at
-    /// once instead of waiting. `shutdown` only limits how long a failing store is retried
-    /// after shutdown began (`shutdown_grace`): what cannot be committed by then stays
-    /// unanswered, and the NAS sends it again to the next instance.
+    /// once instead of waiting. `shutdown` starts one deadline (`shutdown_grace`) for all
+    /// that is still queued: what cannot be committed by then stays unanswered, and the
+    /// NAS sends it again to the next instance.
     pub async fn run(mut self, shutdown: CancellationToken, drain: CancellationToken) {
         let mut batch = Vec::with_capacity(self.config.max_batch);
         let mut closed = false;
+        let mut health = Health::default();
         loop {
             let n = tokio::select! {
                 biased;
@@ -125,25 +252,31 @@ impl<A: Acknowledge> Writer<A> {
                     closed = true;
                     continue;
                 }
+                _ = shutdown.cancelled(), if health.deadline.is_none() => {
+                    health.shutdown_seen(self.config.shutdown_grace);
+                    continue;
+                }
             };
             if n == 0 {
                 break;
             }
             m::writer_queue_depth(self.rx.len());
             let taken = std::mem::take(&mut batch);
-            self.commit_batch(taken, &shutdown).await;
+            self.commit_batch(taken, &shutdown, &mut health).await;
         }
+        m::writer_queue_depth(0);
     }
 
     async fn commit_batch(
         &self,
         batch: Vec<Pending<Origin<A::Ticket>>>,
         shutdown: &CancellationToken,
+        health: &mut Health,
     ) {
         let (records, replies): (Vec<Record>, Vec<Origin<A::Ticket>>) =
             batch.into_iter().map(|p| (p.record, p.ticket)).unzip();
-        match self.commit_until_stored(&records, shutdown).await {
-            Outcome::Stored(changed) => self.finish(changed, replies).await,
+        match self.commit_until_stored(&records, shutdown, health).await {
+            Outcome::Stored(changed) => self.finish(changed, &records, replies).await,
             Outcome::GaveUp => replies.into_iter().for_each(|r| self.abandon(r)),
             Outcome::Refused(e) if records.len() == 1 => {
                 for r in replies {
@@ -151,10 +284,10 @@ impl<A: Acknowledge> Writer<A> {
                 }
             }
             Outcome::Refused(_) => {
-                for (record, reply) in records.into_iter().zip(replies) {
-                    let one = std::slice::from_ref(&record);
-                    match self.commit_until_stored(one, shutdown).await {
-                        Outcome::Stored(changed) => self.finish(changed, vec![reply]).await,
+                for (record, reply) in records.iter().zip(replies) {
+                    let one = std::slice::from_ref(record);
+                    match self.commit_until_stored(one, shutdown, health).await {
+                        Outcome::Stored(changed) => self.finish(changed, one, vec![reply]).await,
                         Outcome::Refused(e) => self.refuse(&e, reply),
                         Outcome::GaveUp => self.abandon(reply),
                     }
@@ -167,65 +300,119 @@ impl<A: Acknowledge> Writer<A> {
         &self,
         records: &[Record],
         shutdown: &CancellationToken,
+        health: &mut Health,
     ) -> Outcome {
         let mut backoff = Duration::from_millis(50);
-        let mut failing_since: Option<Instant> = None;
-        let mut shutdown_at: Option<Instant> = None;
         loop {
+            if health.past_deadline() {
+                return self.give_up(records.len(), health);
+            }
             let started = Instant::now();
-            match self.engine.process(records).await {
+            let Some(result) = self.attempt(records, shutdown, health).await else {
+                return self.give_up(records.len(), health);
+            };
+            match result {
                 Ok(changed) => {
                     m::commit(records.len(), started.elapsed());
-                    if failing_since.is_some() {
-                        tracing::warn!(records = records.len(), "store writable again; resuming");
-                    }
+                    health.stored(records.len());
                     return Outcome::Stored(changed);
                 }
                 Err(e) if e.is_transient() => {
                     m::store_error("transient");
-                    if failing_since.is_none() {
-                        failing_since = Some(Instant::now());
-                        tracing::error!(
-                            error = %e,
-                            records = records.len(),
-                            "cannot write to the store; holding packets unanswered until it is back"
-                        );
-                    } else {
-                        tracing::debug!(error = %e, "store still failing");
-                    }
+                    health.failed(&e, records.len());
                 }
                 Err(e) => {
                     m::store_error("refused");
                     return Outcome::Refused(e);
                 }
             }
-            if shutdown.is_cancelled() {
-                let since = *shutdown_at.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.config.shutdown_grace {
-                    tracing::error!(
-                        records = records.len(),
-                        "shutting down with the store unwritable; these packets were not \
-                         acknowledged and the NAS will send them again"
-                    );
-                    return Outcome::GaveUp;
-                }
+            m::writer_queue_depth(self.rx.len());
+            let mut wake = Instant::now() + backoff;
+            if let Some(deadline) = health.deadline {
+                wake = wake.min(deadline);
             }
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.cancelled(), if shutdown_at.is_none() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = shutdown.cancelled(), if health.deadline.is_none() => {
+                    health.shutdown_seen(self.config.shutdown_grace);
+                }
             }
             backoff = (backoff * 2).min(self.config.retry_max_backoff);
         }
     }
 
-    async fn finish(&self, changed: Vec<Change>, tickets: Vec<Origin<A::Ticket>>) {
+    /// One transaction. While it runs, the queue-depth gauge keeps moving, and once
+    /// shutdown has begun the attempt is abandoned at the deadline (`None`): a store that
+    /// blocks (PostgreSQL waiting on a lock) must not hold shutdown beyond the grace.
+    async fn attempt(
+        &self,
+        records: &[Record],
+        shutdown: &CancellationToken,
+        health: &mut Health,
+    ) -> Option<Result<Vec<Change>, StoreError>> {
+        let work = self.engine.process(records);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(QUEUE_DEPTH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let started = Instant::now();
+        let mut slow_logged = false;
+        loop {
+            let deadline = health.deadline;
+            tokio::select! {
+                biased;
+                result = &mut work => return Some(result),
+                _ = shutdown.cancelled(), if deadline.is_none() => {
+                    health.shutdown_seen(self.config.shutdown_grace);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() => return None,
+                _ = tick.tick() => {
+                    m::writer_queue_depth(self.rx.len());
+                    // A store that blocks rather than fails (PostgreSQL waiting on a lock)
+                    // reports no error; say so once per attempt.
+                    if !slow_logged && started.elapsed() >= ESCALATE_AFTER {
+                        slow_logged = true;
+                        tracing::warn!(
+                            records = records.len(),
+                            waiting_secs = started.elapsed().as_secs(),
+                            "a commit has been waiting for over {} s (a lock held elsewhere?); \
+                             packets are held unanswered meanwhile",
+                            ESCALATE_AFTER.as_secs()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn give_up(&self, records: usize, health: &mut Health) -> Outcome {
+        if std::mem::replace(&mut health.gave_up, true) {
+            tracing::debug!(records, "shutdown deadline passed; batch not committed");
+        } else {
+            tracing::warn!(
+                records,
+                grace_secs = self.config.shutdown_grace.as_secs_f64(),
+                "shutting down with the store unwritable: this batch and the rest of the \
+                 queue were not acknowledged, and the NASes will send them again"
+            );
+        }
+        Outcome::GaveUp
+    }
+
+    async fn finish(
+        &self,
+        changed: Vec<Change>,
+        records: &[Record],
+        tickets: Vec<Origin<A::Ticket>>,
+    ) {
         let mut nas = Vec::with_capacity(tickets.len());
-        for t in tickets {
+        for (record, t) in records.iter().zip(tickets) {
             match t {
                 Origin::Nas(t) => nas.push(t),
                 // The requester may have given up waiting; that is fine.
                 Origin::Server(tx) => {
-                    let _ = tx.send(true);
+                    let closed = closed_by(record, &changed);
+                    let _ = tx.send(Submitted::Committed { closed });
                 }
             }
         }
@@ -241,7 +428,7 @@ impl<A: Acknowledge> Writer<A> {
         match ticket {
             Origin::Nas(t) => self.acks.abandon(&t),
             Origin::Server(tx) => {
-                let _ = tx.send(false);
+                let _ = tx.send(Submitted::NotCommitted);
             }
         }
     }
@@ -253,5 +440,75 @@ impl<A: Acknowledge> Writer<A> {
             "the store refused an accounting record; it was not acknowledged"
         );
         self.abandon(ticket);
+    }
+}
+
+/// Whether the committed batch `changed` closed the session a server-made `record` targets,
+/// with that record's terminate cause. The engine turns an idle-timeout close into nothing
+/// when an Interim-Update committed first, and any close into nothing when the session was
+/// already closed (by the NAS, another node, or an Accounting-On in the same batch).
+fn closed_by(record: &Record, changed: &[Change]) -> bool {
+    let cause = match record.status {
+        StatusType::IdleTimeout => CAUSE_IDLE_TIMEOUT,
+        StatusType::AdminReset => CAUSE_ADMIN_RESET,
+        _ => return false,
+    };
+    let Some(target) = record.target else {
+        return false;
+    };
+    changed.iter().any(|c| {
+        c.kind == ChangeKind::Stopped
+            && c.session.radacctid == target
+            && c.session.terminate_cause.as_deref() == Some(cause)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout() -> StoreError {
+        StoreError::Db(sqlx::Error::PoolTimedOut)
+    }
+
+    fn ago(d: Duration) -> Instant {
+        Instant::now()
+            .checked_sub(d)
+            .expect("monotonic clock too young")
+    }
+
+    /// One WARN when the store starts failing, one ERROR once it has failed for longer
+    /// than `ESCALATE_AFTER` (however many failures and batches), reset on recovery.
+    #[test]
+    fn an_outage_is_escalated_once_after_the_threshold_and_reset_on_recovery() {
+        let mut h = Health::default();
+        h.failed(&timeout(), 3);
+        assert!(h.failing_since.is_some() && !h.escalated);
+        h.failing_since = Some(ago(ESCALATE_AFTER / 2));
+        h.failed(&timeout(), 3);
+        assert!(!h.escalated, "escalated before the threshold");
+        h.failing_since = Some(ago(ESCALATE_AFTER + Duration::from_secs(1)));
+        h.failed(&timeout(), 3);
+        assert!(h.escalated);
+        h.stored(3);
+        assert!(h.failing_since.is_none() && !h.escalated);
+        // A new outage starts over at WARN.
+        h.failed(&timeout(), 1);
+        assert!(!h.escalated);
+    }
+
+    /// The shutdown deadline is set once, at the first sight of shutdown; later sightings
+    /// (other batches) do not move it.
+    #[test]
+    fn the_shutdown_deadline_is_set_once() {
+        let mut h = Health::default();
+        assert!(!h.past_deadline());
+        h.shutdown_seen(Duration::from_secs(60));
+        let first = h.deadline;
+        h.shutdown_seen(Duration::from_secs(600));
+        assert_eq!(h.deadline, first);
+        assert!(!h.past_deadline());
+        h.deadline = Some(ago(Duration::from_millis(1)));
+        assert!(h.past_deadline());
     }
 }

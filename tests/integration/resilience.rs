@@ -17,6 +17,8 @@ both_backends!(
     restart_rebuilds_the_index_and_loses_nothing,
     unwritable_store_means_no_answer_then_recovery_without_loss,
     shutdown_commits_and_answers_everything_accepted,
+    queue_depth_shows_what_waits_while_the_store_is_unwritable,
+    shutdown_grace_is_one_deadline_for_the_whole_queue,
 );
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -331,6 +333,109 @@ async fn shutdown_commits_and_answers_everything_accepted(b: Backend) {
     );
 }
 
+/// Send without waiting for an answer (none comes while the store is held).
+async fn send_unanswered(h: &Harness, a: &Acct, id: u8) {
+    h.client
+        .socket
+        .send_to(&a.encode(id, SECRET), h.server.radius_addr)
+        .await
+        .unwrap();
+}
+
+/// The backlog alert needs the gauge while the writer is stuck in a commit, not only when
+/// it takes its next batch.
+async fn queue_depth_shows_what_waits_while_the_store_is_unwritable(b: Backend) {
+    let h = Harness::start(b).await;
+    let t0 = now() - 100;
+    let lock = WriteLock::take(&h.db).await;
+    // The first packet is the writer's batch, stuck on the lock; the rest wait behind it.
+    send_unanswered(&h, &Acct::start("q0", "0").at(t0), 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 1..20u8 {
+        send_unanswered(
+            &h,
+            &Acct::start(&format!("q{i}"), &format!("{i}")).at(t0),
+            i,
+        )
+        .await;
+    }
+    // Other servers in this test binary share the registry; only the scrape sets the gauge
+    // from this server's queue, so several scrapes tolerate one interleaving.
+    let seen = std::sync::Mutex::new(0.0);
+    let waited = eventually(Duration::from_secs(5), || async {
+        let (_, text) = h.http_get("/metrics").await;
+        let depth = metric(&text, "radacctd_writer_queue_depth");
+        *seen.lock().unwrap() = depth;
+        depth >= 19.0
+    })
+    .await;
+    assert!(
+        waited,
+        "queue depth {} while 19 records wait behind a stuck commit",
+        seen.lock().unwrap()
+    );
+    lock.release().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            h.rows().await.len() == 20
+        })
+        .await
+    );
+    let (_, text) = h.http_get("/metrics").await;
+    assert_eq!(metric(&text, "radacctd_writer_queue_depth"), 0.0, "{text}");
+    h.server.stop().await;
+}
+
+/// `writer.shutdown_grace_secs` is one deadline for everything still queued at shutdown,
+/// not a grace per batch (nor unlimited while a commit waits on a lock, as on PostgreSQL):
+/// with the store held for longer than the grace, nothing is committed, even though the
+/// store comes back before the old per-batch graces would have run out.
+async fn shutdown_grace_is_one_deadline_for_the_whole_queue(b: Backend) {
+    let h = Harness::start_with(
+        b,
+        "[writer]\nmax_batch = 2\nqueue_capacity = 64\nshutdown_grace_secs = 1\n\
+         retry_max_backoff_ms = 100\n",
+    )
+    .await;
+    let t0 = now() - 100;
+    let lock = WriteLock::take(&h.db).await;
+    // Twenty records: ten batches of two.
+    for i in 0..20u8 {
+        send_unanswered(
+            &h,
+            &Acct::start(&format!("g{i}"), &format!("{i}")).at(t0),
+            i,
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(h.server.stop());
+    // Well past the 1 s deadline, the store is writable again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    lock.release().await;
+    let stopped = tokio::time::timeout(Duration::from_secs(30), stopping).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown still running 30 s after the store came back"
+    );
+    let store = radacctd::sessions::Store::connect(&crate::harness::config(&h.db, "").database)
+        .await
+        .unwrap();
+    let rows = crate::harness::rows(&store).await;
+    assert!(
+        rows.is_empty(),
+        "{} records committed after the shutdown deadline",
+        rows.len()
+    );
+    let mut buf = [0u8; 4096];
+    let answer = tokio::time::timeout(
+        Duration::from_millis(200),
+        h.client.socket.recv_from(&mut buf),
+    )
+    .await;
+    assert!(answer.is_err(), "a packet was answered without a commit");
+}
+
 /// More packets than the server can take: it sheds load by not answering (the queue is
 /// bounded), acknowledges nothing it has not committed, keeps the API responsive, and
 /// recovers by itself; everything a NAS retransmits ends up recorded exactly once.
@@ -501,13 +606,23 @@ async fn sqlite_disk_full_holds_packets_then_recovers_without_loss() {
         full,
         "the disk-full error was never hit (the test tests nothing)"
     );
+    // The first packets may have been committed before the pages ran out; a packet whose
+    // row is not in the database must not be answered.
+    let stored: Vec<String> = h.rows().await.into_iter().map(|r| r.username).collect();
+    let held = (0..packets.len())
+        .find(|i| {
+            !stored
+                .iter()
+                .any(|u| u.starts_with(&format!("full-{i:02}-")))
+        })
+        .expect("every record fitted: the disk never filled");
     let answered = h
         .client
-        .recv_for(&packets[0], Duration::from_millis(500))
+        .recv_for(&packets[held], Duration::from_millis(500))
         .await;
     assert!(
         answered.is_none(),
-        "answered although nothing was committed"
+        "packet {held} answered although it was not committed"
     );
 
     // Space is freed.

@@ -252,7 +252,15 @@ impl Server {
             if let Some(t) = metrics_task {
                 let _ = t.await;
             }
-            supervisor_store.close().await;
+            // A connection whose commit the writer abandoned at the shutdown deadline may
+            // still wait on a PostgreSQL lock; closing the pool waits for every connection,
+            // so it gets a bound (nothing acknowledged depends on it).
+            if tokio::time::timeout(Duration::from_secs(5), supervisor_store.close())
+                .await
+                .is_err()
+            {
+                tracing::warn!("database connections still busy after 5 s; exiting anyway");
+            }
             tracing::info!("shutdown complete");
         });
 

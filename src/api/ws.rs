@@ -513,7 +513,9 @@ fn event_message(change: &Change) -> Option<Message> {
     match serde_json::to_string(&event) {
         Ok(s) => Some(Message::Text(s.into())),
         Err(e) => {
-            tracing::error!(error = %e, "live stream: cannot serialise a session");
+            // A session is plain data; failing here is a bug, not an operator's problem.
+            debug_assert!(false, "live stream: cannot serialise a session: {e}");
+            tracing::warn!(error = %e, "live stream: cannot serialise a session; event skipped");
             None
         }
     }

@@ -947,24 +947,12 @@ async fn call(
     uri: &str,
     authorization: Option<&str>,
 ) -> (u16, Vec<u8>, axum::http::HeaderMap) {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
     let mut req = axum::http::Request::builder().method(method).uri(uri);
     if let Some(a) = authorization {
         req = req.header("authorization", a);
     }
     let req = req.body(axum::body::Body::empty()).unwrap();
-    let resp = radacctd::api::router(state).oneshot(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, body, headers)
+    crate::harness::route(state, req).await
 }
 
 /// An error answer in the contract's shape: JSON, `success: false`, a non-empty message.

@@ -616,8 +616,6 @@ pub async fn oneshot(
     token: Option<&str>,
     body: Option<(&str, Vec<u8>)>,
 ) -> (u16, Vec<u8>, axum::http::HeaderMap) {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
     let mut req = axum::http::Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -633,6 +631,16 @@ pub async fn oneshot(
     // bucket; the limit itself is tested over real HTTP.
     let mut state = h.server.api.clone();
     state.limiter = std::sync::Arc::new(radacctd::api::ratelimit::RateLimiter::new(0, vec![]));
+    route(state, req).await
+}
+
+/// `req` through a router built on `state`: status, body and headers.
+pub async fn route(
+    state: radacctd::api::AppState,
+    req: axum::http::Request<axum::body::Body>,
+) -> (u16, Vec<u8>, axum::http::HeaderMap) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
     let resp = radacctd::api::router(state).oneshot(req).await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();

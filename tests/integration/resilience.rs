@@ -542,6 +542,19 @@ async fn overload_sheds_packets_unanswered_and_recovers() {
     h.server.stop().await;
 }
 
+/// Every connection the SQLite pool may hold (the harness's max_connections = 4), taken
+/// at once so that each is a different connection; they go back to the pool on drop.
+async fn every_pooled_connection(h: &Harness) -> Vec<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+    let radacctd::sessions::Store::Sqlite(s) = h.store() else {
+        unreachable!("SQLite only")
+    };
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(s.pool().acquire().await.unwrap());
+    }
+    held
+}
+
 /// SQLite rolls a transaction back by itself when the disk is full; the connection must not
 /// stay convinced it is still in one (sqlx's ROLLBACK then fails and every later BEGIN on it
 /// fails too, so the writer would retry forever and the NAS never be answered again, even
@@ -551,15 +564,9 @@ async fn overload_sheds_packets_unanswered_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_disk_full_holds_packets_then_recovers_without_loss() {
     let h = Harness::start(Backend::Sqlite).await;
-    let radacctd::sessions::Store::Sqlite(s) = h.store() else {
-        unreachable!()
-    };
-    // Sets the limit on as many connections as the pool may hold (max_connections = 4),
-    // all taken at once so that each one is a different connection.
-    async fn limit_pages(pool: &sqlx::SqlitePool, limit: Option<i64>) {
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            let mut c = pool.acquire().await.unwrap();
+    // Sets the limit on every connection the pool may hold.
+    async fn limit_pages(h: &Harness, limit: Option<i64>) {
+        for mut c in every_pooled_connection(h).await {
             let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
                 .fetch_one(&mut *c)
                 .await
@@ -571,10 +578,9 @@ async fn sqlite_disk_full_holds_packets_then_recovers_without_loss() {
             .execute(&mut *c)
             .await
             .unwrap();
-            held.push(c);
         }
     }
-    limit_pages(s.pool(), None).await;
+    limit_pages(&h, None).await;
     let (_, before) = h.http_get("/metrics").await;
     let key = "radacctd_store_errors_total{kind=\"transient\"}";
 
@@ -626,7 +632,7 @@ async fn sqlite_disk_full_holds_packets_then_recovers_without_loss() {
     );
 
     // Space is freed.
-    limit_pages(s.pool(), Some(1_073_741_823)).await;
+    limit_pages(&h, Some(1_073_741_823)).await;
     for p in &packets {
         // The NAS retransmits each packet until it is answered.
         assert!(
@@ -654,13 +660,7 @@ async fn sqlite_disk_full_holds_packets_then_recovers_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_connections_left_in_a_failed_transaction_are_replaced() {
     let h = Harness::start(Backend::Sqlite).await;
-    let radacctd::sessions::Store::Sqlite(s) = h.store() else {
-        unreachable!()
-    };
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(s.pool().acquire().await.unwrap());
-    }
+    let mut held = every_pooled_connection(&h).await;
     for c in &mut held {
         let mut tx = sqlx::Connection::begin(&mut **c).await.unwrap();
         sqlx::raw_sql("ROLLBACK").execute(&mut *tx).await.unwrap();

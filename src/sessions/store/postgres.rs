@@ -383,27 +383,55 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Connections of the ingest pool (`PgStore::ingest`): the writer commits one batch at a
+/// time, and the engine's key lookups run before it, on the same task.
+const INGEST_CONNECTIONS: u32 = 2;
+
 #[derive(Debug, Clone)]
 pub struct PgStore {
+    /// The API, the jobs and the CLI: PostgreSQL's planner as configured.
     pool: PgPool,
+    /// The writer's statements only (key lookups and the group commit), on connections
+    /// with `enable_seqscan = off`. Each of those statements reads radacct by an index
+    /// (the primary key, `acctuniqueid`, `radacct_sessionkey`, `radacct_open_username`),
+    /// but on a young radacct — no statistics yet, or statistics from when it was a few
+    /// pages long — the planner costs a sequential scan lower and keeps that plan cached
+    /// on the connection until autovacuum next analyses the table: measured, a fresh
+    /// database took 42 ms per key lookup (a scan of every row for each batch) and ingest
+    /// fell from 10,700 to 1,900 packets/s as radacct grew (docs/BENCHMARKS.md). With
+    /// sequential scans priced out, the index plans are chosen at any table size. The
+    /// setting is a cost, not a ban: without a usable index PostgreSQL still scans.
+    ingest: PgPool,
 }
 
 impl PgStore {
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(&cfg.url)?.application_name("radacctd");
+        // Times are read as epoch seconds and written with to_timestamp(), so the session
+        // time zone cannot shift them; UTC keeps psql output readable.
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.connect_timeout)
-            // Times are read as epoch seconds and written with to_timestamp(), so the
-            // session time zone cannot shift them; UTC keeps psql output readable.
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::raw_sql("SET TIME ZONE 'UTC'").execute(conn).await?;
                     Ok(())
                 })
             })
-            .connect_lazy_with(options);
-        Ok(PgStore { pool })
+            .connect_lazy_with(options.clone());
+        let ingest = PgPoolOptions::new()
+            .max_connections(INGEST_CONNECTIONS)
+            .acquire_timeout(cfg.connect_timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql("SET TIME ZONE 'UTC'; SET enable_seqscan = off")
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options.application_name("radacctd-ingest"));
+        Ok(PgStore { pool, ingest })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -510,7 +538,7 @@ impl PgStore {
         let sql = format!("{ROW_SOURCE} WHERE sessionkey = ANY($1) OR acctuniqueid = ANY($1)");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(keys_hex)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.ingest)
             .await?;
         rows.iter()
             .map(|r| session_from_row!(r).map_err(StoreError::from))
@@ -549,7 +577,7 @@ impl PgStore {
                 updates.push(s);
             }
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.ingest.begin().await?;
         let mut new_ids: HashMap<String, i64> = HashMap::new();
         if !inserts.is_empty() {
             let sql = insert_rows_sql();
@@ -763,6 +791,7 @@ impl PgStore {
     }
 
     pub async fn close(&self) {
+        self.ingest.close().await;
         self.pool.close().await;
     }
 }

@@ -76,6 +76,7 @@ serve() {
   HTTP=$(free_port tcp)
   local t0
   t0=$(now_ms)
+  : >"$WORK/$name.log"
   RADACCTD_DATABASE_URL=$url "$RADACCTD" --config "$WORK/radacctd.toml" serve \
     --radius-listen "127.0.0.1:$(free_port udp)" --http-listen "127.0.0.1:$HTTP" \
     >"$WORK/$name.log" 2>&1 &

@@ -21,7 +21,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 use super::AppState;
 use super::auth::{Caller, SESSIONS_VIEW};
@@ -270,8 +271,8 @@ enum Rows {
     /// A snapshot of the index taken when the request arrived (pointers only: the
     /// sessions themselves are shared with the index).
     Memory(std::vec::IntoIter<Arc<Session>>),
-    /// The query task of `stream_sessions`; dropping the receiver stops it.
-    Database(mpsc::Receiver<Result<Session, StoreError>>),
+    /// The rows of `stream_sessions`; dropping the stream stops the query.
+    Database(BoxStream<'static, Result<Session, StoreError>>),
 }
 
 /// The state of a download between two chunks.
@@ -300,7 +301,7 @@ impl Export {
                     .next()
                     .map(|s| write_row(&mut buf, &s, &self.columns))
                     .is_some(),
-                Rows::Database(rx) => match rx.recv().await {
+                Rows::Database(rows) => match rows.next().await {
                     Some(Ok(s)) => {
                         write_row(&mut buf, &s, &self.columns);
                         true
@@ -589,8 +590,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_error_mid_stream_ends_the_body_with_an_error() {
-        let (tx, rx) = mpsc::channel(4);
-        let (store, _) = tokio::join!(collect(Rows::Database(rx)), async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let rows =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+            );
+        let (store, _) = tokio::join!(collect(Rows::Database(rows.boxed())), async move {
             for i in 0..3000 {
                 let mut s = session();
                 s.radacctid = i;

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod postgres;
 pub mod query;
 pub mod sqlite;
+mod sqlite_bulk;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,6 +33,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
+    #[error("database error: {0}")]
+    SqliteRead(#[from] rusqlite::Error),
     #[error("not found: {0}")]
     NotFound(String),
     #[error(
@@ -68,6 +71,15 @@ impl StoreError {
                 | sqlx::Error::Encode(_) => false,
                 _ => true,
             },
+            // Bulk reads only (index rebuild, export): a value of the wrong type is about
+            // the row; anything else (busy, I/O, file gone) about the database's state.
+            StoreError::SqliteRead(e) => !matches!(
+                e,
+                rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..)
+                    | rusqlite::Error::InvalidColumnName(_)
+            ),
             StoreError::Migrate(_)
             | StoreError::UnsupportedUrl
             | StoreError::NotFound(_)
@@ -445,11 +457,16 @@ pub(crate) use bind_row;
 
 /// Read a row into a [`Session`]. Each backend selects the same column names, with times as
 /// Unix seconds (`start_s`, `update_s`, `stop_s`) and addresses as text (`*_t`).
+/// A `Session` from a row of `ROW_SOURCE`, read by column name: an sqlx row, or (with the
+/// error type and the trait that provides `try_get`) a rusqlite row of `sqlite_bulk`.
 macro_rules! session_from_row {
-    ($row:expr) => {{
-        use sqlx::Row as _;
+    ($row:expr) => {
+        $crate::sessions::store::session_from_row!(@ $row, sqlx::Error, sqlx::Row)
+    };
+    (@ $row:expr, $err:ty, $get:path) => {{
+        use $get as _;
         let row = $row;
-        let text = |name: &str| -> Result<Option<Box<str>>, sqlx::Error> {
+        let text = |name: &str| -> Result<Option<Box<str>>, $err> {
             Ok($crate::sessions::store::non_empty(
                 row.try_get::<Option<String>, _>(name)?,
             ))
@@ -462,7 +479,7 @@ macro_rules! session_from_row {
         let start: Option<i64> = row.try_get("start_s")?;
         let update: Option<i64> = row.try_get("update_s")?;
         let start = start.or(update).or(stop).unwrap_or(0);
-        Ok::<_, sqlx::Error>($crate::sessions::model::Session {
+        Ok::<_, $err>($crate::sessions::model::Session {
             radacctid: row.try_get("radacctid")?,
             acctuniqueid: acctuniqueid.into(),
             key,

@@ -6,6 +6,7 @@
 //! is a bound parameter, and the SQL text only ever contains fragments written here.
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use sqlx::AssertSqlSafe;
 use tokio::sync::mpsc;
 
@@ -110,6 +111,19 @@ enum Arg {
     Int(i64),
     Text(String),
     Ints(Vec<i64>),
+}
+
+impl Arg {
+    /// The same value bound on a rusqlite statement (`Ints` as the JSON array that the
+    /// SQLite dialect's `json_each` reads, as `BindInts` binds it for sqlx).
+    fn to_sqlite(&self) -> rusqlite::types::Value {
+        use rusqlite::types::Value;
+        match self {
+            Arg::Int(v) => Value::Integer(*v),
+            Arg::Text(v) => Value::Text(v.clone()),
+            Arg::Ints(v) => Value::Text(ints_json(v)),
+        }
+    }
 }
 
 struct Where {
@@ -256,9 +270,14 @@ trait BindInts: Sized {
     fn bind_ints(self, v: Vec<i64>) -> Self;
 }
 
+/// A list of ids as SQLite reads it with `json_each`.
+fn ints_json(v: &[i64]) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
 impl<'q> BindInts for sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     fn bind_ints(self, v: Vec<i64>) -> Self {
-        self.bind(serde_json::to_string(&v).unwrap_or_default())
+        self.bind(ints_json(&v))
     }
 }
 
@@ -272,7 +291,7 @@ impl<'q, O> BindInts
     for sqlx::query::QueryScalar<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments>
 {
     fn bind_ints(self, v: Vec<i64>) -> Self {
-        self.bind(serde_json::to_string(&v).unwrap_or_default())
+        self.bind(ints_json(&v))
     }
 }
 
@@ -357,16 +376,27 @@ impl Store {
         })
     }
 
-    /// Stream every session matching `q` (paging ignored) through a small channel: memory
-    /// stays flat whatever the size, and dropping the receiver (the HTTP client went away)
-    /// stops the query.
-    pub fn stream_sessions(&self, q: &SessionQuery) -> mpsc::Receiver<Result<Session, StoreError>> {
-        let (tx, rx) = mpsc::channel(256);
+    /// Stream every session matching `q` (paging ignored): memory stays flat whatever the
+    /// size, and dropping the stream (the HTTP client went away) stops the query. SQLite
+    /// files are read in bulk on a blocking thread (`sqlite_bulk`); otherwise rows come
+    /// from sqlx through a small channel.
+    pub fn stream_sessions(
+        &self,
+        q: &SessionQuery,
+    ) -> BoxStream<'static, Result<Session, StoreError>> {
         let d = self.dialect();
         let w = build_where(d, q);
         let order = order_by(d, q);
-        let store = self.clone();
         let table = q.table();
+        if let Store::Sqlite(s) = self {
+            let sql = format!("{}{}{order}", source_for(sqlite::ROW_SOURCE, table), w.sql);
+            let params = w.args.iter().map(Arg::to_sqlite).collect();
+            if let Some(rows) = s.bulk_sessions(sql, params) {
+                return rows;
+            }
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let store = self.clone();
         tokio::spawn(async move {
             macro_rules! pump {
                 ($pool:expr, $source:expr) => {{
@@ -389,7 +419,8 @@ impl Store {
                 Store::Postgres(s) => pump!(s.pool(), source_for(postgres::ROW_SOURCE, table)),
             }
         });
-        rx
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+            .boxed()
     }
 
     /// Totals over sessions in scope that were active at any time since `since`.

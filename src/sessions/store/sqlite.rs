@@ -2,7 +2,9 @@
 //! configured otherwise, so that an acknowledged record survives power loss.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use futures_util::stream::{BoxStream, StreamExt};
 use sqlx::sqlite::{
@@ -257,6 +259,8 @@ fn protect_database_file(path: &std::path::Path) {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file, for bulk reads (`sqlite_bulk`); `None` in memory.
+    file: Option<Arc<Path>>,
 }
 
 /// Whether a pooled connection may be handed out again. When SQLite itself rolls a
@@ -295,8 +299,9 @@ impl SqliteStore {
         // An in-memory database (`sqlite::memory:`, `mode=memory`) has no file; sqlx names
         // it `file:sqlx-in-memory-N`, which must not be created on disk.
         let in_memory = cfg.url.contains(":memory:") || cfg.url.contains("mode=memory");
-        if !in_memory {
-            protect_database_file(options.get_filename());
+        let file = (!in_memory).then(|| Arc::from(options.get_filename()));
+        if let Some(file) = &file {
+            protect_database_file(file);
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections)
@@ -304,7 +309,7 @@ impl SqliteStore {
             .before_acquire(|conn, _| Box::pin(healthy(conn)))
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, file })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -342,9 +347,23 @@ impl SqliteStore {
             .collect()
     }
 
-    /// Every open row, streamed: decoded one at a time as the database returns them.
+    /// The sessions of `sql` (a `ROW_SOURCE` query) read in bulk from the file on a
+    /// blocking thread (`sqlite_bulk`), or `None` for an in-memory database.
+    pub(crate) fn bulk_sessions(
+        &self,
+        sql: String,
+        params: Vec<rusqlite::types::Value>,
+    ) -> Option<BoxStream<'static, Result<Session, StoreError>>> {
+        let file = self.file.clone()?;
+        Some(super::sqlite_bulk::sessions(file, sql, params))
+    }
+
+    /// Every open row, streamed as the database returns them.
     pub fn open_sessions(&self) -> BoxStream<'_, Result<Session, StoreError>> {
         let sql = format!("{ROW_SOURCE} WHERE acctstoptime IS NULL");
+        if let Some(rows) = self.bulk_sessions(sql.clone(), Vec::new()) {
+            return rows;
+        }
         sqlx::query(AssertSqlSafe(sql))
             .fetch(&self.pool)
             .map(|r| session_from_row!(&r?).map_err(StoreError::from))

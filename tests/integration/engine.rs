@@ -15,6 +15,7 @@ both_backends!(
     accounting_on_in_a_batch_closes_sessions_opened_earlier_in_it,
     rebuilt_index_matches_the_database,
     interims_write_counters_and_filled_attributes_in_batches_of_any_size,
+    the_online_flag_follows_every_open_row_of_a_user_across_and_within_batches,
 );
 
 async fn engine(b: Backend) -> (Engine, Store, TestDb) {
@@ -303,4 +304,70 @@ async fn postgres_ingest_never_scans_a_young_radacct() {
         scans, 0,
         "sequential scans of radacct while ingesting {sessions} sessions into a young table"
     );
+}
+
+/// `subscribers.is_online` after each batch: a row the batch did not touch keeps the user
+/// online, as do a row it opened and a row it updated and left open; closing the last
+/// open row takes it offline, also when another row of the user closes in the same batch.
+async fn the_online_flag_follows_every_open_row_of_a_user_across_and_within_batches(b: Backend) {
+    let (engine, store, _db) = engine(b).await;
+    for user in ["u", "w"] {
+        store.upsert_subscriber(user, None).await.unwrap();
+    }
+    let online = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            let sql =
+                format!("SELECT COUNT(*) FROM subscribers WHERE username = '{user}' AND is_online");
+            crate::harness::scalar(&store, &sql).await == 1
+        }
+    };
+    let t0 = 1_800_000_000;
+    use StatusType::{InterimUpdate, Start, Stop};
+    // (packets of the batch, u online after it, w online after it)
+    type Packet = (StatusType, &'static str, &'static str, i64, Option<i64>);
+    let steps: [(&[Packet], bool, bool); 5] = [
+        // Sessions 1 and 2 of u open in one batch; w opens and closes in the same batch.
+        (
+            &[
+                (Start, "u", "1", t0, None),
+                (Start, "u", "2", t0, None),
+                (Start, "w", "9", t0, None),
+                (Stop, "w", "9", t0 + 5, Some(5)),
+            ],
+            true,
+            false,
+        ),
+        // Session 1 closes; session 2, untouched by this batch, keeps u online.
+        (&[(Stop, "u", "1", t0 + 60, Some(60))], true, false),
+        // Session 3 opens and session 2 is updated.
+        (
+            &[
+                (Start, "u", "3", t0 + 90, None),
+                (InterimUpdate, "u", "2", t0 + 120, Some(120)),
+            ],
+            true,
+            false,
+        ),
+        // Session 2 closes while session 3 is updated and stays open, in one batch.
+        (
+            &[
+                (Stop, "u", "2", t0 + 180, Some(180)),
+                (InterimUpdate, "u", "3", t0 + 180, Some(90)),
+            ],
+            true,
+            false,
+        ),
+        // The last open row closes.
+        (&[(Stop, "u", "3", t0 + 240, Some(150))], false, false),
+    ];
+    for (n, (records, u_online, w_online)) in steps.iter().enumerate() {
+        let batch: Vec<Record> = records
+            .iter()
+            .map(|&(status, user, sid, at, time)| record(status, user, sid, at, time))
+            .collect();
+        engine.process(&batch).await.unwrap();
+        assert_eq!(online("u").await, *u_online, "u after batch {n}");
+        assert_eq!(online("w").await, *w_online, "w after batch {n}");
+    }
 }

@@ -35,6 +35,8 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("database error: {0}")]
     SqliteRead(#[from] rusqlite::Error),
+    #[error("the SQLite bulk reader stopped before the end of the rows")]
+    ReaderStopped,
     #[error("not found: {0}")]
     NotFound(String),
     #[error(
@@ -71,15 +73,20 @@ impl StoreError {
                 | sqlx::Error::Encode(_) => false,
                 _ => true,
             },
-            // Bulk reads only (index rebuild, export): a value of the wrong type is about
-            // the row; anything else (busy, I/O, file gone) about the database's state.
-            StoreError::SqliteRead(e) => !matches!(
-                e,
-                rusqlite::Error::FromSqlConversionFailure(..)
-                    | rusqlite::Error::InvalidColumnType(..)
-                    | rusqlite::Error::IntegralValueOutOfRange(..)
-                    | rusqlite::Error::InvalidColumnName(_)
+            // Bulk reads only (index rebuild, export): SQLite busy, locked, out of disk or
+            // I/O failing is the database's state; anything else (a value of the wrong
+            // type, bad UTF-8, no such column) is about the rows or the statement.
+            StoreError::SqliteRead(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::OutOfMemory
             ),
+            StoreError::SqliteRead(_) => false,
+            StoreError::ReaderStopped => true,
             StoreError::Migrate(_)
             | StoreError::UnsupportedUrl
             | StoreError::NotFound(_)

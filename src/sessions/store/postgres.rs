@@ -194,7 +194,8 @@ fn unnest_rows(first: usize) -> String {
 /// never fire: the engine already follows the same rules (docs/ACCOUNTING.md).
 ///
 /// `ev` — the history events in arrival order; an event of a new row names it by
-/// `acctuniqueid` (its id is only known from `ins`).
+/// `acctuniqueid` (its id is only known from `ins`). Should that ever miss, the NULL id
+/// violates `radacctid NOT NULL` and the whole statement fails: nothing is half-written.
 ///
 /// `sub` — `subscribers.is_online`. Every part of one statement sees the table as it was
 /// before the statement, so a user is online when a row this batch did not touch is open,
@@ -243,7 +244,7 @@ fn commit_sql() -> String {
          RETURNING r.radacctid, r.username, r.acctstoptime), \
          ev AS (INSERT INTO radacct_events (radacctid, eventtype, eventtime, acctsessiontime, \
          acctinputoctets, acctoutputoctets, source) \
-         SELECT COALESCE(ins.radacctid, e.id), e.kind, to_timestamp(e.t), e.st, e.i, e.o, e.src \
+         SELECT CASE WHEN e.id = 0 THEN ins.radacctid ELSE e.id END, e.kind, to_timestamp(e.t), e.st, e.i, e.o, e.src \
          FROM UNNEST($65::int8[], $66::text[], $67::text[], $68::int8[], $69::int8[], \
          $70::int8[], $71::int8[], $72::text[]) WITH ORDINALITY AS e(id, uid, kind, t, st, i, o, \
          src, ord) LEFT JOIN ins ON e.id = 0 AND ins.acctuniqueid = e.uid ORDER BY e.ord), \

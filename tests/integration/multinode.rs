@@ -27,11 +27,18 @@ async fn a_stale_node_cannot_reopen_or_rewind_a_row_the_other_node_closed() {
     }
     let (a, b, to_b) = two_nodes().await;
     let t0 = now() - 200;
+    a.store().upsert_subscriber(USER, None).await.unwrap();
+    let online = || async {
+        let sql =
+            format!("SELECT COUNT(*) FROM subscribers WHERE username = '{USER}' AND is_online");
+        a.scalar(&sql).await == 1
+    };
 
     // Start reaches node A, which now holds the session open in memory.
     a.client.send(&Acct::start(USER, SID).at(t0).port(7)).await;
     let id = a.rows().await[0].radacctid;
     assert!(a.server.index.get_by_id(id).is_some());
+    assert!(online().await);
 
     // The NAS fails over: its Stop, with the final counters, reaches node B, which finds
     // the open row in the database and closes it.
@@ -47,6 +54,10 @@ async fn a_stale_node_cannot_reopen_or_rewind_a_row_the_other_node_closed() {
     let closed = a.rows().await[0].clone();
     assert_eq!(closed.stop, Some(i64::from(t0 + 100)));
     assert_eq!(closed.input, Some(5_000_000_000));
+    assert!(
+        !online().await,
+        "node B's Stop closed the user's only session"
+    );
 
     // A late Interim (older counters) reaches node A, whose copy still says "open".
     a.client
@@ -61,6 +72,10 @@ async fn a_stale_node_cannot_reopen_or_rewind_a_row_the_other_node_closed() {
     let after = a.rows().await;
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0], closed, "the NAS-closed row must not change");
+    assert!(
+        !online().await,
+        "a skipped stale update does not bring the user back online"
+    );
 
     // A new session of the same key on node A: A's stale copy would be closed as
     // Lost-Service at its last update, over the NAS's Stop. The database keeps the Stop.
@@ -75,6 +90,8 @@ async fn a_stale_node_cannot_reopen_or_rewind_a_row_the_other_node_closed() {
     let open: Vec<_> = rows.iter().filter(|r| r.stop.is_none()).collect();
     assert_eq!(open.len(), 1, "at most one open row per key: {rows:?}");
     assert_eq!(open[0].start, Some(i64::from(t0 + 150)));
+    // The batch held A's skipped close of the stale copy and the new row: online again.
+    assert!(online().await);
 
     b.stop().await;
 }

@@ -118,7 +118,7 @@ impl Sweeper {
     /// from the index *before* the database is asked, so each was committed before the
     /// query ran: a session opened meanwhile is never mistaken for a closed one.
     pub async fn reconcile(&self) -> Result<u64, crate::sessions::store::StoreError> {
-        let ids: Vec<i64> = self.index.snapshot().iter().map(|s| s.radacctid).collect();
+        let ids = self.index.ids();
         let mut evicted = 0u64;
         for chunk in ids.chunks(10_000) {
             let open: std::collections::HashSet<i64> =

@@ -205,6 +205,12 @@ impl Index {
         }
     }
 
+    /// The `radacctid` of every open session, without touching the sessions themselves
+    /// (the sweeper's reconciliation; no reference count is taken per session).
+    pub fn ids(&self) -> Vec<i64> {
+        self.by_id.iter().map(|e| *e.key()).collect()
+    }
+
     /// Every open session (a snapshot; used by tests and the rebuild check).
     pub fn snapshot(&self) -> Vec<Arc<Session>> {
         self.by_key.iter().map(|e| Arc::clone(e.value())).collect()
@@ -279,6 +285,7 @@ mod tests {
         assert!(index.get_by_id(1).is_none());
         assert!(index.get_by_id(2).is_some());
         assert_eq!(in_order(&index, false), [2]);
+        assert_eq!(index.ids(), [2], "ids() lists the open row only");
     }
 
     #[test]

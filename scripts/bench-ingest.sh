@@ -27,18 +27,15 @@ SESSIONS=${SESSIONS:-20000}
 INTERIMS=${INTERIMS:-2}
 WINDOW=${WINDOW:-256}
 PACED_PCT=${PACED_PCT:-80}
-SECRET=testing123
-WORK=${WORK:-$(mktemp -d /tmp/bench-ingest.XXXXXX)}
-mkdir -p "$WORK"
-chmod 755 "$WORK"
 # shellcheck source=scripts/bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
+bench_work bench-ingest
 
 PG_STARTED=0
 cleanup() {
   kill_radacctd
   [ "$PG_STARTED" = 1 ] && "$ROOT/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1 || true
-  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
+  remove_work
 }
 trap cleanup EXIT
 

@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
-# Shared by scripts/bench-ingest.sh and scripts/compare-freeradius.sh (sourced, not run):
-# free ports, the release build, and starting/stopping a benchmark radacctd.
+# Shared by scripts/bench-ingest.sh, scripts/compare-freeradius.sh and
+# scripts/bench-pg-statements.sh (sourced, not run): the work directory, free ports, the
+# release build, and starting/stopping a benchmark radacctd.
 #
-# The sourcing script sets ROOT, WORK and SECRET first; this file sets TARGET, RADACCTD,
-# LOADGEN, and RAD_PID / RAD_UDP / RAD_HTTP for the radacctd it started.
+# The sourcing script sets ROOT first, then calls bench_work; this file sets SECRET,
+# TARGET, RADACCTD, LOADGEN, WORK, and RAD_PID / RAD_UDP / RAD_HTTP for the radacctd it
+# started.
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 RADACCTD=$TARGET/release/radacctd
 LOADGEN=$TARGET/release/loadgen
 RAD_PID=
+SECRET=testing123
+
+# bench_work NAME: WORK from the environment, or a new /tmp/NAME.XXXXXX; readable by the
+# postgres user, whose throwaway cluster lives inside it.
+bench_work() {
+  WORK=${WORK:-$(mktemp -d "/tmp/$1.XXXXXX")}
+  mkdir -p "$WORK"
+  chmod 755 "$WORK"
+}
+
+# remove_work: for EXIT traps, after the script's own cleanup; KEEP=1 keeps WORK.
+remove_work() {
+  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
+}
 
 # free_port udp|tcp: a port free on 127.0.0.1 right now.
 free_port() {

@@ -31,18 +31,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SESSIONS=${SESSIONS:-5000}
 INTERIMS=${INTERIMS:-2}
 WINDOW=${WINDOW:-64}
-SECRET=testing123
-WORK=${WORK:-$(mktemp -d /tmp/compare-freeradius.XXXXXX)}
-mkdir -p "$WORK"
-chmod 755 "$WORK"
 # shellcheck source=scripts/bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
+bench_work compare-freeradius
 
 cleanup() {
   kill_radacctd
   "$ROOT/scripts/freeradius.sh" stop "$WORK/fr" >/dev/null 2>&1 || true
   "$ROOT/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1 || true
-  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
+  remove_work
 }
 trap cleanup EXIT
 

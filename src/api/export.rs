@@ -591,12 +591,8 @@ mod tests {
     #[tokio::test]
     async fn a_store_error_mid_stream_ends_the_body_with_an_error() {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let rows =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
-            );
-        let (store, _) = tokio::join!(collect(Rows::Database(rows.boxed())), async move {
+        let rows = crate::sessions::store::receiver_stream(rx);
+        let (store, _) = tokio::join!(collect(Rows::Database(rows)), async move {
             for i in 0..3000 {
                 let mut s = session();
                 s.radacctid = i;

@@ -533,6 +533,15 @@ macro_rules! session_from_row {
 }
 pub(crate) use session_from_row;
 
+/// The items of a channel as a stream that ends when every sender is gone.
+pub(crate) fn receiver_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> futures_util::stream::BoxStream<'static, T> {
+    use futures_util::StreamExt;
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+        .boxed()
+}
+
 /// FreeRADIUS's SQLite schema writes '' for absent strings; the model says `None`.
 pub(crate) fn non_empty(s: Option<String>) -> Option<Box<str>> {
     s.filter(|s| !s.is_empty()).map(String::into_boxed_str)

@@ -419,8 +419,7 @@ impl Store {
                 Store::Postgres(s) => pump!(s.pool(), source_for(postgres::ROW_SOURCE, table)),
             }
         });
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
-            .boxed()
+        super::receiver_stream(rx)
     }
 
     /// Totals over sessions in scope that were active at any time since `since`.

@@ -180,7 +180,7 @@ struct Acks(Arc<Counter>);
 
 impl Acknowledge for Acks {
     type Ticket = ();
-    async fn ack(&self, tickets: &[()]) {
+    async fn ack(&self, tickets: Vec<()>) {
         let n = self.0.acked.fetch_add(tickets.len(), Ordering::SeqCst) + tickets.len();
         if n >= self.0.want.load(Ordering::SeqCst) {
             self.0.done.notify_one();

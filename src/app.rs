@@ -101,13 +101,11 @@ impl Server {
         let jobs = CancellationToken::new();
         let http_stop = CancellationToken::new();
 
+        let (responder, responder_task) = Responder::spawn(Arc::clone(&socket), Arc::clone(&dedup));
         let writer = Writer::new(
             engine,
             queue_rx,
-            Responder {
-                socket: Arc::clone(&socket),
-                dedup: Arc::clone(&dedup),
-            },
+            responder,
             config.writer.clone(),
             changes.clone(),
         );
@@ -240,6 +238,8 @@ impl Server {
             let _ = listener_task.await;
             drain.cancel();
             let _ = writer_task.await;
+            // The writer is gone and with it the responder: its task sends what is left.
+            let _ = responder_task.await;
             tracing::info!("writer drained; stopping jobs");
             // Live streams get their `disconnect` message before the process goes.
             streams.cancel();

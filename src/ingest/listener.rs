@@ -28,21 +28,54 @@ pub struct Ticket {
 }
 
 /// Answers committed requests on the listener's socket and records the answers for
-/// retransmissions.
+/// retransmissions. The answers go out from a task of their own ([`Responder::spawn`]), so
+/// that the writer begins its next commit while the last batch's answers are sent: on
+/// loopback a `sendto` also delivers the datagram to the receiver, and a hundred of them
+/// per batch were a millisecond of the writer's serial path. Nothing is answered before
+/// its commit: the writer hands the tickets over only after it.
 pub struct Responder {
-    pub socket: Arc<UdpSocket>,
-    pub dedup: Arc<Dedup>,
+    answers: mpsc::Sender<Vec<Ticket>>,
+    dedup: Arc<Dedup>,
+}
+
+/// Committed batches whose answers may wait for the sending task before the writer waits
+/// too (back-pressure instead of an unbounded queue).
+const ANSWER_BATCHES: usize = 64;
+
+impl Responder {
+    /// The responder and its sending task, which ends once the responder is dropped (the
+    /// writer has stopped) and every answer handed to it is sent.
+    pub fn spawn(
+        socket: Arc<UdpSocket>,
+        dedup: Arc<Dedup>,
+    ) -> (Responder, tokio::task::JoinHandle<()>) {
+        let (answers, mut rx) = mpsc::channel::<Vec<Ticket>>(ANSWER_BATCHES);
+        let marks = Arc::clone(&dedup);
+        let task = tokio::spawn(async move {
+            while let Some(tickets) = rx.recv().await {
+                let now = Instant::now();
+                for t in tickets {
+                    // Mark first, so that a retransmission racing with the send gets this
+                    // answer.
+                    marks.answered(t.dedup, Arc::clone(&t.reply), now);
+                    send(&socket, &t.reply, t.to).await;
+                }
+            }
+        });
+        (Responder { answers, dedup }, task)
+    }
 }
 
 impl Acknowledge for Responder {
     type Ticket = Ticket;
 
-    async fn ack(&self, tickets: &[Ticket]) {
-        let now = Instant::now();
-        for t in tickets {
-            // Mark first, so that a retransmission racing with the send gets this answer.
-            self.dedup.answered(t.dedup, Arc::clone(&t.reply), now);
-            send(&self.socket, &t.reply, t.to).await;
+    async fn ack(&self, tickets: Vec<Ticket>) {
+        if let Err(refused) = self.answers.send(tickets).await {
+            // The sending task is gone only when the runtime is shutting down: the records
+            // are committed, so the NAS's retransmissions will find them and be answered.
+            for t in refused.0 {
+                self.dedup.forget(&t.dedup);
+            }
         }
     }
 

@@ -96,11 +96,11 @@ impl Engine {
         for record in records {
             self.apply(&mut work, record).await?;
         }
-        let (mut batch, was_open) = work.into_batch();
+        let (batch, was_open) = work.into_batch();
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = self.store.commit(&batch).await?;
+        let (mut batch, ids) = self.store.commit(batch).await?;
         let mut changes = Vec::with_capacity(batch.rows.len());
         for ((mut row, id), was_open) in batch.rows.drain(..).zip(ids).zip(was_open) {
             let kind = match (row.radacctid == 0, was_open, row.is_open()) {

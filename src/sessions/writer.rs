@@ -33,8 +33,9 @@ pub struct Pending<T> {
 /// duplicate cache; this module knows nothing of either.
 pub trait Acknowledge: Send + Sync + 'static {
     type Ticket: Send + 'static;
-    /// The records behind these tickets are committed: answer them.
-    fn ack(&self, tickets: &[Self::Ticket]) -> impl std::future::Future<Output = ()> + Send;
+    /// The records behind these tickets are committed: answer them (now, or by handing
+    /// them to whatever sends the answers).
+    fn ack(&self, tickets: Vec<Self::Ticket>) -> impl std::future::Future<Output = ()> + Send;
     /// The record behind this ticket will not be committed: forget it, unanswered.
     fn abandon(&self, ticket: &Self::Ticket);
 }
@@ -416,7 +417,7 @@ impl<A: Acknowledge> Writer<A> {
                 }
             }
         }
-        self.acks.ack(&nas).await;
+        self.acks.ack(nas).await;
         m::open_sessions(self.engine.index().len());
         for s in changed {
             // No receivers is fine: nobody is watching the live stream.

@@ -555,17 +555,28 @@ async fn every_pooled_connection(h: &Harness) -> Vec<sqlx::pool::PoolConnection<
     held
 }
 
-/// SQLite rolls a transaction back by itself when the disk is full; the connection must not
-/// stay convinced it is still in one (sqlx's ROLLBACK then fails and every later BEGIN on it
-/// fails too, so the writer would retry forever and the NAS never be answered again, even
-/// after space is freed). `PRAGMA max_page_count` at the current size on every pooled
-/// connection makes SQLite return a real SQLITE_FULL ("database or disk is full"); raising
-/// it again stands for the operator freeing space.
+/// SQLite rolls a transaction back by itself when the disk is full; no connection may stay
+/// convinced it is still in one (sqlx's ROLLBACK then failed and every later BEGIN on it
+/// failed too, so a writer on it would retry forever and the NAS never be answered again,
+/// even after space is freed). `PRAGMA max_page_count` at the current size on the writer's
+/// own connection and every pooled one makes SQLite return a real SQLITE_FULL ("database or
+/// disk is full"); raising it again stands for the operator freeing space.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_disk_full_holds_packets_then_recovers_without_loss() {
     let h = Harness::start(Backend::Sqlite).await;
-    // Sets the limit on every connection the pool may hold.
+    // Sets the limit on the writer's own connection, which commits the batches, and on
+    // every connection the pool may hold.
     async fn limit_pages(h: &Harness, limit: Option<i64>) {
+        let radacctd::sessions::Store::Sqlite(s) = h.store() else {
+            unreachable!("SQLite only")
+        };
+        s.on_writer(move |c| {
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            c.pragma_update(None, "max_page_count", limit.unwrap_or(pages))
+        })
+        .await
+        .expect("a file database has a writer connection")
+        .unwrap();
         for mut c in every_pooled_connection(h).await {
             let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
                 .fetch_one(&mut *c)

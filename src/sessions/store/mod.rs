@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod query;
 pub mod sqlite;
 mod sqlite_bulk;
+mod sqlite_writer;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,10 +34,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
+    /// From radacctd's own rusqlite connections: bulk reads and the group commit.
     #[error("database error: {0}")]
-    SqliteRead(#[from] rusqlite::Error),
+    Sqlite(#[from] rusqlite::Error),
     #[error("the SQLite bulk reader stopped before the end of the rows")]
     ReaderStopped,
+    #[error("the SQLite commit thread panicked (a bug; the batch was not committed)")]
+    CommitThread,
     #[error("not found: {0}")]
     NotFound(String),
     #[error(
@@ -73,19 +77,20 @@ impl StoreError {
                 | sqlx::Error::Encode(_) => false,
                 _ => true,
             },
-            // Bulk reads only (index rebuild, export): SQLite busy, locked, out of disk or
-            // I/O failing is the database's state; anything else (a value of the wrong
-            // type, bad UTF-8, no such column) is about the rows or the statement.
-            StoreError::SqliteRead(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+            // As for sqlx above: SQLite refusing these values (a constraint, a value too
+            // big or of the wrong type) or the statement (SQLITE_ERROR: no such column) is
+            // not cured by waiting; busy, locked, read-only, out of disk, I/O failing or
+            // any other state of the database is, or by an operator.
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => !matches!(
                 e.code,
-                rusqlite::ErrorCode::DatabaseBusy
-                    | rusqlite::ErrorCode::DatabaseLocked
-                    | rusqlite::ErrorCode::SystemIoFailure
-                    | rusqlite::ErrorCode::CannotOpen
-                    | rusqlite::ErrorCode::DiskFull
-                    | rusqlite::ErrorCode::OutOfMemory
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TypeMismatch
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::ParameterOutOfRange
+                    | rusqlite::ErrorCode::Unknown
             ),
-            StoreError::SqliteRead(_) => false,
+            // Decoding a value (wrong type, bad UTF-8) or binding one: about the rows.
+            StoreError::Sqlite(_) | StoreError::CommitThread => false,
             StoreError::ReaderStopped => true,
             StoreError::Migrate(_)
             | StoreError::UnsupportedUrl
@@ -277,10 +282,13 @@ impl Store {
 
     /// Write a batch in one transaction; returns the `radacctid` of each row of
     /// `batch.rows`, in order. Nothing is written if it fails.
-    pub async fn commit(&self, batch: &Batch) -> Result<Vec<i64>, StoreError> {
+    pub async fn commit(&self, batch: Batch) -> Result<(Batch, Vec<i64>), StoreError> {
         match self {
             Store::Sqlite(s) => s.commit(batch).await,
-            Store::Postgres(s) => s.commit(batch).await,
+            Store::Postgres(s) => {
+                let ids = s.commit(&batch).await?;
+                Ok((batch, ids))
+            }
         }
     }
 

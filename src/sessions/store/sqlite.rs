@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
+use super::sqlite_writer::WriterConnection;
 use super::{Batch, NasRow, RowValues, StoreError, bind_row, session_from_row};
 use crate::config::{self, DatabaseConfig, NasConfig};
 use crate::sessions::model::{Event, Session, StopSource};
@@ -117,7 +118,7 @@ const EVENT_VALUES: &str = "(?, ?, datetime(?, 'unixepoch'), ?, ?, ?, ?)";
 const CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// `(offset, len)` of each chunk of `n` rows.
-fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut at = 0;
     std::iter::from_fn(move || {
         let left = n - at;
@@ -155,7 +156,7 @@ fn values(row: &str, n: usize) -> String {
 
 /// New rows. RETURNING gives each row's id with its `acctuniqueid` (UNIQUE), because SQLite
 /// does not promise to return the rows of a multi-row INSERT in VALUES order.
-fn insert_rows_sql(n: usize) -> &'static str {
+pub(super) fn insert_rows_sql(n: usize) -> &'static str {
     static SQL: std::sync::OnceLock<ChunkSql> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
         ChunkSql::build(|n| {
@@ -170,7 +171,7 @@ fn insert_rows_sql(n: usize) -> &'static str {
 
 /// Changed rows, joined by `radacctid` (the table's INTEGER PRIMARY KEY) to a CTE of their
 /// values: one statement instead of one UPDATE per row.
-fn update_rows_sql(n: usize) -> &'static str {
+pub(super) fn update_rows_sql(n: usize) -> &'static str {
     static SQL: std::sync::OnceLock<ChunkSql> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
         ChunkSql::build(|n| {
@@ -186,7 +187,7 @@ fn update_rows_sql(n: usize) -> &'static str {
 
 /// Rows whose progress alone changed (`Batch::progress`): five columns, so SQLite touches
 /// only the indexes on those (the counters and session time), not all twelve.
-fn update_progress_sql(n: usize) -> &'static str {
+pub(super) fn update_progress_sql(n: usize) -> &'static str {
     static SQL: std::sync::OnceLock<ChunkSql> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
         ChunkSql::build(|n| {
@@ -205,7 +206,7 @@ fn update_progress_sql(n: usize) -> &'static str {
 }
 
 /// History events, inserted in batch order (their `id` orders events of equal time).
-fn insert_events_sql(n: usize) -> &'static str {
+pub(super) fn insert_events_sql(n: usize) -> &'static str {
     static SQL: std::sync::OnceLock<ChunkSql> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
         ChunkSql::build(|n| {
@@ -220,9 +221,60 @@ fn insert_events_sql(n: usize) -> &'static str {
 }
 
 /// Every username of a batch in one statement, as one JSON array parameter.
-const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = EXISTS (SELECT 1 FROM radacct \
+pub(super) const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = EXISTS (SELECT 1 FROM radacct \
     WHERE radacct.username = subscribers.username AND acctstoptime IS NULL), \
     updated_at = CURRENT_TIMESTAMP WHERE username IN (SELECT value FROM json_each(?))";
+
+/// A batch's rows by statement: new rows, changed rows, rows whose progress alone changed
+/// (`Batch::progress`), with the ids known before the commit (0 for new rows).
+pub(super) struct Partition {
+    pub ids: Vec<i64>,
+    pub inserts: Vec<usize>,
+    pub updates: Vec<usize>,
+    pub progress: Vec<usize>,
+}
+
+impl Partition {
+    pub fn of(batch: &Batch) -> Self {
+        let mut p = Partition {
+            ids: vec![0i64; batch.rows.len()],
+            inserts: Vec::new(),
+            updates: Vec::new(),
+            progress: Vec::new(),
+        };
+        for (i, s) in batch.rows.iter().enumerate() {
+            if s.radacctid == 0 {
+                p.inserts.push(i);
+            } else {
+                p.ids[i] = s.radacctid;
+                if batch.progress.get(i).copied().unwrap_or(false) {
+                    p.progress.push(i);
+                } else {
+                    p.updates.push(i);
+                }
+            }
+        }
+        p
+    }
+
+    /// The batch's events with the ids of their rows (`ids` complete after the inserts).
+    pub fn events<'b>(batch: &'b Batch, ids: &[i64]) -> Vec<(i64, &'b Event)> {
+        batch
+            .events
+            .iter()
+            .filter_map(|(row, e)| ids.get(*row).map(|&id| (id, e)))
+            .collect()
+    }
+
+    /// The `SYNC_ONLINE` parameter, or `None` when no username was touched.
+    pub fn usernames_json(batch: &Batch) -> Option<String> {
+        if batch.usernames.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = batch.usernames.iter().map(|u| &**u).collect();
+        Some(serde_json::to_string(&names).unwrap_or_else(|_| "[]".to_owned()))
+    }
+}
 
 /// The database holds NAS secrets and RouterOS passwords (`nas` table): a new file is
 /// created owner-only (SQLite gives its `-wal` and `-shm` files the same mode), and an
@@ -261,6 +313,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The database file, for bulk reads (`sqlite_bulk`); `None` in memory.
     file: Option<Arc<Path>>,
+    /// The group commit's own connection (`sqlite_writer`); `None` in memory.
+    writer: Option<Arc<WriterConnection>>,
 }
 
 /// Whether a pooled connection may be handed out again. When SQLite itself rolls a
@@ -309,11 +363,24 @@ impl SqliteStore {
             .before_acquire(|conn, _| Box::pin(healthy(conn)))
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool, file })
+        let writer = file
+            .clone()
+            .map(|f| Arc::new(WriterConnection::new(f, cfg.sqlite_synchronous)));
+        Ok(SqliteStore { pool, file, writer })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Run `work` on the group commit's own connection (`sqlite_writer`), which is not one
+    /// of the pool's: for what must reach that connection in particular, as a per-connection
+    /// pragma in a test. `None` for an in-memory database, whose commits use the pool.
+    pub async fn on_writer<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Option<Result<T, StoreError>> {
+        Some(self.writer.as_ref()?.run(work).await)
     }
 
     /// The schema migrations, then every index (see `ENSURE_INDEXES` for why all of them
@@ -383,23 +450,24 @@ impl SqliteStore {
 
     /// Group commit: a few multi-row statements per batch (see `CHUNKS`), not one per row,
     /// so that a batch costs SQLite and sqlx's connection thread little more than its data.
-    pub async fn commit(&self, batch: &Batch) -> Result<Vec<i64>, StoreError> {
-        let mut ids = vec![0i64; batch.rows.len()];
-        let mut inserts = Vec::new();
-        let mut updates = Vec::new();
-        let mut progress = Vec::new();
-        for (i, s) in batch.rows.iter().enumerate() {
-            if s.radacctid == 0 {
-                inserts.push(i);
-            } else {
-                ids[i] = s.radacctid;
-                if batch.progress.get(i).copied().unwrap_or(false) {
-                    progress.push(i);
-                } else {
-                    updates.push(i);
-                }
+    pub async fn commit(&self, batch: Batch) -> Result<(Batch, Vec<i64>), StoreError> {
+        match &self.writer {
+            Some(writer) => writer.commit(batch).await,
+            None => {
+                let ids = self.commit_sqlx(&batch).await?;
+                Ok((batch, ids))
             }
         }
+    }
+
+    /// The commit through sqlx, for an in-memory database (`sqlite_writer` otherwise).
+    async fn commit_sqlx(&self, batch: &Batch) -> Result<Vec<i64>, StoreError> {
+        let Partition {
+            mut ids,
+            inserts,
+            updates,
+            progress,
+        } = Partition::of(batch);
         // IMMEDIATE: take the write lock (waiting up to busy_timeout) before any statement.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for (at, n) in chunks(inserts.len()) {
@@ -447,11 +515,7 @@ impl SqliteStore {
             }
             q.execute(&mut *tx).await?;
         }
-        let events: Vec<(i64, &Event)> = batch
-            .events
-            .iter()
-            .filter_map(|(row, e)| ids.get(*row).map(|&id| (id, e)))
-            .collect();
+        let events = Partition::events(batch, &ids);
         for (at, n) in chunks(events.len()) {
             let mut q = sqlx::query(insert_events_sql(n));
             for &(id, e) in &events[at..at + n] {
@@ -466,9 +530,7 @@ impl SqliteStore {
             }
             q.execute(&mut *tx).await?;
         }
-        if !batch.usernames.is_empty() {
-            let names: Vec<&str> = batch.usernames.iter().map(|u| &**u).collect();
-            let names = serde_json::to_string(&names).unwrap_or_else(|_| "[]".to_owned());
+        if let Some(names) = Partition::usernames_json(batch) {
             sqlx::query(SYNC_ONLINE)
                 .bind(names)
                 .execute(&mut *tx)

@@ -225,6 +225,17 @@ pub(super) const SYNC_ONLINE: &str = "UPDATE subscribers SET is_online = EXISTS 
     WHERE radacct.username = subscribers.username AND acctstoptime IS NULL), \
     updated_at = CURRENT_TIMESTAMP WHERE username IN (SELECT value FROM json_each(?))";
 
+/// The rows of the keys in a JSON array (`SqliteStore::rows_for_keys`).
+fn rows_for_keys_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "{ROW_SOURCE} WHERE sessionkey IN (SELECT value FROM json_each(?1)) \
+             OR acctuniqueid IN (SELECT value FROM json_each(?1))"
+        )
+    })
+}
+
 /// A batch's rows by statement: new rows, changed rows, rows whose progress alone changed
 /// (`Batch::progress`), with the ids known before the commit (0 for new rows).
 pub(super) struct Partition {
@@ -398,14 +409,21 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Every row of these keys, by `sessionkey` or `acctuniqueid`. For a file database on
+    /// the writer's own connection (the writer is the caller, between its commits): no
+    /// hand-off to sqlx's thread and no per-value copies on the serial path of ingest.
     pub async fn rows_for_keys(&self, keys_hex: &[String]) -> Result<Vec<Session>, StoreError> {
         // One JSON array parameter instead of a variable number of placeholders.
         let keys = serde_json::to_string(keys_hex).unwrap_or_else(|_| "[]".to_owned());
-        let sql = format!(
-            "{ROW_SOURCE} WHERE sessionkey IN (SELECT value FROM json_each(?1)) \
-             OR acctuniqueid IN (SELECT value FROM json_each(?1))"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        if let Some(writer) = &self.writer {
+            return writer
+                .run(move |conn| {
+                    let mut stmt = conn.prepare_cached(rows_for_keys_sql())?;
+                    super::sqlite_bulk::collect(&mut stmt, [keys])
+                })
+                .await;
+        }
+        let rows = sqlx::query(rows_for_keys_sql())
             .bind(keys)
             .fetch_all(&self.pool)
             .await?;

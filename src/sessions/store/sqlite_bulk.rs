@@ -118,6 +118,22 @@ fn open(file: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Every session of `stmt` (a prepared `ROW_SOURCE` query) with `params`, decoded in place:
+/// the writer's lookup of a batch's keys (`SqliteStore::rows_for_keys`).
+pub(super) fn collect(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<Session>> {
+    let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let row = Named { row, names: &names };
+        out.push(session_from_row!(@ &row, rusqlite::Error, TryGet)?);
+    }
+    Ok(out)
+}
+
 fn read(
     conn: &Connection,
     sql: &str,

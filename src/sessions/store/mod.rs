@@ -41,6 +41,8 @@ pub enum StoreError {
     ReaderStopped,
     #[error("the SQLite commit thread panicked (a bug; the batch was not committed)")]
     CommitThread,
+    #[error("the commit was abandoned (shutdown deadline) and rolled back")]
+    Abandoned,
     #[error("not found: {0}")]
     NotFound(String),
     #[error(
@@ -90,7 +92,7 @@ impl StoreError {
                     | rusqlite::ErrorCode::Unknown
             ),
             // Decoding a value (wrong type, bad UTF-8) or binding one: about the rows.
-            StoreError::Sqlite(_) | StoreError::CommitThread => false,
+            StoreError::Sqlite(_) | StoreError::CommitThread | StoreError::Abandoned => false,
             StoreError::ReaderStopped => true,
             StoreError::Migrate(_)
             | StoreError::UnsupportedUrl

@@ -467,7 +467,9 @@ impl SqliteStore {
     }
 
     /// Group commit: a few multi-row statements per batch (see `CHUNKS`), not one per row,
-    /// so that a batch costs SQLite and sqlx's connection thread little more than its data.
+    /// in one `BEGIN IMMEDIATE` transaction — on the writer's own rusqlite connection for a
+    /// file (`sqlite_writer`), through the pool for an in-memory database. The batch comes
+    /// back with the rows' ids.
     pub async fn commit(&self, batch: Batch) -> Result<(Batch, Vec<i64>), StoreError> {
         match &self.writer {
             Some(writer) => writer.commit(batch).await,
@@ -690,6 +692,9 @@ impl SqliteStore {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close();
+        }
         self.pool.close().await;
     }
 }

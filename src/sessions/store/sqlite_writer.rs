@@ -10,10 +10,12 @@
 //! Only for databases in a file: an in-memory database belongs to sqlx's connections, and
 //! `SqliteStore::commit` keeps the sqlx path for it.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
@@ -55,8 +57,12 @@ impl WriterConnection {
         batch: Batch,
     ) -> Result<(Batch, Vec<i64>), StoreError> {
         let this = Arc::clone(self);
+        let abandoned = Abandon::default();
+        let flag = Arc::clone(&abandoned.0);
         let (batch, ids) = tokio::task::spawn_blocking(move || {
+            ABANDONED.with(|a| *a.borrow_mut() = Some(flag));
             let ids = this.with(|conn| commit_on(conn, &batch));
+            ABANDONED.with(|a| a.borrow_mut().take());
             (batch, ids)
         })
         .await
@@ -73,6 +79,14 @@ impl WriterConnection {
         tokio::task::spawn_blocking(move || this.with(|conn| Ok(work(conn)?)))
             .await
             .map_err(|_| StoreError::CommitThread)?
+    }
+
+    /// Close the connection (it is opened again if used). Skipped while a commit holds it —
+    /// one abandoned at the shutdown deadline — which then closes with the process.
+    pub(crate) fn close(&self) {
+        if let Ok(mut slot) = self.conn.try_lock() {
+            slot.take();
+        }
     }
 
     fn with<T>(
@@ -102,8 +116,9 @@ fn open(file: &Path, synchronous: SqliteSynchronous) -> rusqlite::Result<Connect
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     // As the pool's connections (`SqliteStore::connect`): wait out another writer (the
-    // archiver, an API write) for up to 5 s; the journal mode (WAL) is the file's own.
-    conn.busy_timeout(Duration::from_secs(5))?;
+    // archiver, an API write) for up to 5 s, unless the commit is abandoned; the journal
+    // mode (WAL) is the file's own.
+    conn.busy_handler(Some(busy))?;
     let synchronous = match synchronous {
         SqliteSynchronous::Full => "FULL",
         SqliteSynchronous::Normal => "NORMAL",
@@ -118,6 +133,61 @@ fn open(file: &Path, synchronous: SqliteSynchronous) -> rusqlite::Result<Connect
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
+}
+
+/// How long the writer waits for another connection's write lock (`busy_timeout` of the
+/// pool's connections).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// The abandon flag of the commit running on this (blocking) thread, for `busy`.
+    static ABANDONED: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+    /// When the current wait for a lock began.
+    static BUSY_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Set when the writer stops waiting for a commit (its future is dropped: the shutdown
+/// deadline passed). The blocking thread cannot be cancelled, so it looks at the flag
+/// while it waits for the write lock and before `COMMIT`: records the writer gave up on
+/// must stay uncommitted as well as unanswered (`writer.shutdown_grace_secs`).
+#[derive(Default)]
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn abandoned() -> bool {
+    ABANDONED.with(|a| {
+        a.borrow()
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    })
+}
+
+/// The writer connection's busy handler: SQLite's `busy_timeout` (short sleeps until
+/// `BUSY_TIMEOUT`), except that an abandoned commit stops waiting at once.
+fn busy(attempt: i32) -> bool {
+    let now = Instant::now();
+    let since = match BUSY_SINCE.get() {
+        Some(since) if attempt > 0 => since,
+        _ => {
+            BUSY_SINCE.set(Some(now));
+            now
+        }
+    };
+    if abandoned() || now.duration_since(since) >= BUSY_TIMEOUT {
+        return false;
+    }
+    let pause = match attempt {
+        0..=2 => 1,
+        3..=9 => 5,
+        _ => 25,
+    };
+    std::thread::sleep(Duration::from_millis(pause));
+    true
 }
 
 /// Binds values to a statement's parameters in order, as `bind_row!` chains them; the
@@ -234,6 +304,9 @@ fn commit_on(conn: &mut Connection, batch: &Batch) -> Result<Vec<i64>, StoreErro
     }
     if let Some(names) = Partition::usernames_json(batch) {
         tx.prepare_cached(SYNC_ONLINE)?.execute([names])?;
+    }
+    if abandoned() {
+        return Err(StoreError::Abandoned);
     }
     tx.commit()?;
     Ok(ids)
@@ -358,5 +431,25 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!in_tx);
+    }
+
+    /// Closing the store closes the writer's connection too: the last connection to go
+    /// checkpoints the WAL into the file and removes it, so a stopped server's database is
+    /// one file that can be copied alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_the_store_leaves_no_wal_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store
+            .commit(Batch {
+                rows: vec![new_row(1, "r1")],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        let wal = dir.path().join("w.db-wal");
+        assert!(wal.exists(), "setup: the commit went through the WAL");
+        store.close().await;
+        assert!(!wal.exists(), "the WAL outlived the store's connections");
     }
 }

@@ -92,6 +92,15 @@ pub(crate) fn sessions(
             let _ = tx.blocking_send(Err(e.into()));
         }
     });
+    chunks_to_sessions(rx, stop)
+}
+
+/// The consumer's side of `sessions`: chunks until `End`; a channel closed without `End`
+/// ends the stream with `ReaderStopped`.
+fn chunks_to_sessions(
+    rx: mpsc::Receiver<Result<Message, StoreError>>,
+    stop: StopReader,
+) -> BoxStream<'static, Result<Session, StoreError>> {
     stream::unfold(Some((rx, stop)), |state| async move {
         let (mut rx, stop) = state?;
         match rx.recv().await {
@@ -203,6 +212,29 @@ mod tests {
             .await;
         ids.sort_unstable();
         assert_eq!(ids, (1..=n).collect::<Vec<_>>());
+    }
+
+    /// A reader thread that stops without its end marker (a panic, a runtime shut down
+    /// under it) ends the stream with an error after the rows it sent, never as a short
+    /// result that looks complete.
+    #[tokio::test]
+    async fn a_reader_gone_without_its_end_marker_is_an_error() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(super::CHUNKS_IN_FLIGHT);
+        let stream = super::chunks_to_sessions(rx, super::StopReader(conn.get_interrupt_handle()));
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_rows(&dir, 3).await;
+        let rows: Vec<_> = store.open_sessions().map(Result::unwrap).collect().await;
+        tx.send(Ok(super::Message::Rows(rows))).await.unwrap();
+        drop(tx);
+        let items: Vec<_> = stream.collect().await;
+        assert_eq!(items.len(), 4, "the three rows, then the error");
+        assert!(items[..3].iter().all(Result::is_ok));
+        let err = items[3].as_ref().unwrap_err();
+        assert!(
+            matches!(err, crate::sessions::store::StoreError::ReaderStopped),
+            "{err}"
+        );
     }
 
     /// A row that cannot be decoded, after whole chunks went out, ends the stream with an

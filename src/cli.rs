@@ -158,7 +158,12 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A SQLite commit the writer abandoned at the shutdown deadline may still be waiting
+    // on the disk in a blocking thread; its records are unanswered, so exiting need not
+    // wait for it (dropping the runtime would, without limit).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("radacctd: {e:#}");

@@ -70,6 +70,9 @@ impl Acknowledge for Responder {
     type Ticket = Ticket;
 
     async fn ack(&self, tickets: Vec<Ticket>) {
+        if tickets.is_empty() {
+            return;
+        }
         if let Err(refused) = self.answers.send(tickets).await {
             // The sending task is gone only when the runtime is shutting down: the records
             // are committed, so the NAS's retransmissions will find them and be answered.

@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ToSql;
@@ -60,9 +60,7 @@ impl WriterConnection {
         let abandoned = Abandon::default();
         let flag = Arc::clone(&abandoned.0);
         let (batch, ids) = tokio::task::spawn_blocking(move || {
-            ABANDONED.with(|a| *a.borrow_mut() = Some(flag));
-            let ids = this.with(|conn| commit_on(conn, &batch));
-            ABANDONED.with(|a| a.borrow_mut().take());
+            let ids = this.with(Some(flag), |conn| commit_on(conn, &batch));
             (batch, ids)
         })
         .await
@@ -76,7 +74,7 @@ impl WriterConnection {
         work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.with(|conn| Ok(work(conn)?)))
+        tokio::task::spawn_blocking(move || this.with(None, |conn| Ok(work(conn)?)))
             .await
             .map_err(|_| StoreError::CommitThread)?
     }
@@ -84,27 +82,46 @@ impl WriterConnection {
     /// Close the connection (it is opened again if used). Skipped while a commit holds it —
     /// one abandoned at the shutdown deadline — which then closes with the process.
     pub(crate) fn close(&self) {
-        if let Ok(mut slot) = self.conn.try_lock() {
+        let slot = match self.conn.try_lock() {
+            Ok(slot) => Some(slot),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut slot) = slot {
             slot.take();
         }
     }
 
+    /// Run `work` on the connection (opened if need be), with `abandoned` as the flag the
+    /// busy handler looks at on this thread meanwhile (`None`: never abandoned).
     fn with<T>(
         &self,
+        abandoned: Option<Arc<AtomicBool>>,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let _marked = Marked::set(abandoned);
         let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let conn = match &mut *slot {
             Some(conn) => conn,
             empty => empty.insert(open(&self.file, self.synchronous)?),
         };
         let result = work(conn);
-        // A failed commit is rolled back when its transaction is dropped; when SQLite had
-        // already rolled back by itself (disk full, I/O error) and something is still
-        // open, the connection is not trusted again: the next batch opens a fresh one.
-        if result.is_err() && !conn.is_autocommit() {
-            tracing::warn!("closing the SQLite writer connection left inside a failed transaction");
-            *slot = None;
+        // A failed commit is rolled back when its transaction is dropped. The connection
+        // is not trusted again when something is still open after that (SQLite had rolled
+        // back by itself, after a full disk or an I/O error), or when the error was about
+        // the database rather than a lock or the data (I/O, read-only, the file replaced
+        // or moved under it, corruption): the next batch opens a fresh one, as the pool
+        // would hand out a new connection, instead of failing on this one forever.
+        if let Err(e) = &result {
+            if !conn.is_autocommit() {
+                tracing::warn!(
+                    "closing the SQLite writer connection left inside a failed transaction"
+                );
+                *slot = None;
+            } else if needs_fresh_connection(e) {
+                tracing::warn!(error = %e, "reopening the SQLite writer connection");
+                *slot = None;
+            }
         }
         result
     }
@@ -149,13 +166,58 @@ thread_local! {
 /// Set when the writer stops waiting for a commit (its future is dropped: the shutdown
 /// deadline passed). The blocking thread cannot be cancelled, so it looks at the flag
 /// while it waits for the write lock and before `COMMIT`: records the writer gave up on
-/// must stay uncommitted as well as unanswered (`writer.shutdown_grace_secs`).
+/// normally stay uncommitted as well as unanswered (`writer.shutdown_grace_secs`). A flag
+/// set while `COMMIT` itself runs comes too late: those records are then committed but
+/// unanswered, and the NAS's retransmission to the next instance finds them — the same
+/// outcome as a crash between a commit and its answers.
 #[derive(Default)]
 struct Abandon(Arc<AtomicBool>);
 
 impl Drop for Abandon {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Marks the current thread's work with its abandon flag, and clears it again however the
+/// work ends (a panic included), so that nothing carries over to the next task the
+/// blocking pool runs on this thread.
+struct Marked;
+
+impl Marked {
+    fn set(flag: Option<Arc<AtomicBool>>) -> Marked {
+        ABANDONED.with(|a| *a.borrow_mut() = flag);
+        Marked
+    }
+}
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        ABANDONED.with(|a| a.borrow_mut().take());
+    }
+}
+
+/// Errors after which the writer's connection is reopened: SQLite reporting the state of
+/// the database or its file on this connection. Not a busy or locked database (another
+/// writer, waited out on the same connection), a full disk or memory (not the
+/// connection's fault, and a new one would fail the same), nor SQLite refusing the data or
+/// the statement.
+fn needs_fresh_connection(e: &StoreError) -> bool {
+    match e {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => !matches!(
+            f.code,
+            rusqlite::ErrorCode::DatabaseBusy
+                | rusqlite::ErrorCode::DatabaseLocked
+                | rusqlite::ErrorCode::DiskFull
+                | rusqlite::ErrorCode::OutOfMemory
+                | rusqlite::ErrorCode::ConstraintViolation
+                | rusqlite::ErrorCode::TypeMismatch
+                | rusqlite::ErrorCode::TooBig
+                | rusqlite::ErrorCode::ParameterOutOfRange
+                | rusqlite::ErrorCode::Unknown
+                | rusqlite::ErrorCode::OperationInterrupted
+        ),
+        _ => false,
     }
 }
 
@@ -431,6 +493,28 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!in_tx);
+    }
+
+    /// A connection that SQLite reports as unable to write (here `query_only`, standing for
+    /// a connection whose file went read-only or failed under it) is replaced: that commit
+    /// fails as transient, the next one runs on a fresh connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_connection_that_cannot_write_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store
+            .on_writer(|c| c.pragma_update(None, "query_only", true))
+            .await
+            .unwrap()
+            .unwrap();
+        let one = |n| Batch {
+            rows: vec![new_row(n, &format!("q{n}"))],
+            ..Batch::default()
+        };
+        let err = store.commit(one(1)).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        store.commit(one(2)).await.expect("a fresh connection");
+        assert_eq!(count(&store).await, 1);
     }
 
     /// Closing the store closes the writer's connection too: the last connection to go

@@ -204,19 +204,17 @@ impl Drop for Marked {
 /// the statement.
 fn needs_fresh_connection(e: &StoreError) -> bool {
     match e {
-        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => !matches!(
-            f.code,
-            rusqlite::ErrorCode::DatabaseBusy
-                | rusqlite::ErrorCode::DatabaseLocked
-                | rusqlite::ErrorCode::DiskFull
-                | rusqlite::ErrorCode::OutOfMemory
-                | rusqlite::ErrorCode::ConstraintViolation
-                | rusqlite::ErrorCode::TypeMismatch
-                | rusqlite::ErrorCode::TooBig
-                | rusqlite::ErrorCode::ParameterOutOfRange
-                | rusqlite::ErrorCode::Unknown
-                | rusqlite::ErrorCode::OperationInterrupted
-        ),
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+            e.is_transient()
+                && !matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::OutOfMemory
+                        | rusqlite::ErrorCode::OperationInterrupted
+                )
+        }
         _ => false,
     }
 }

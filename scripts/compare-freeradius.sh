@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side ingest comparison: FreeRADIUS 3.2 (Debian package, rlm_sql) and radacctd
-# doing accounting into the same PostgreSQL, on the same machine, under the same load
-# (DESIGN.md §9), plus radacctd into SQLite. Prints one table and the ratio.
+# doing accounting into the same PostgreSQL, and into SQLite, on the same machine, under
+# the same load (DESIGN.md §9). Prints one table and the ratio for each database.
 #
 #   scripts/compare-freeradius.sh
 #
@@ -18,13 +18,17 @@
 #   3. FreeRADIUS (scripts/freeradius.sh start: rlm_sql → fr, installs the Debian packages
 #      freeradius and freeradius-postgresql if missing) and radacctd (→ rad; one [[nas]]
 #      127.0.0.1 with the secret, default_client = false, jobs off) on different ports;
-#      radacctd then a second time on a fresh SQLite file (sqlite_synchronous = full);
-#   4. the same loadgen command against each, one after the other (never concurrently, so
+#   4. FreeRADIUS again, into a new SQLite file created by rlm_sql_sqlite from the stock
+#      FreeRADIUS SQLite schema (scripts/freeradius.sh start-sqlite: the stock sql module,
+#      busy_timeout 200 ms, SQLite's defaults), and radacctd on a new SQLite file of its
+#      own schema (sqlite_synchronous = full). Each server gets its own stock schema here:
+#      radacctd supports an existing FreeRADIUS database on PostgreSQL, not on SQLite
+#      (docs/OPERATIONS.md), and FreeRADIUS's SQLite schema already carries fourteen
+#      indexes of its own;
+#   5. the same loadgen command against each, one after the other (never concurrently, so
 #      that each server has the 2 cores to itself apart from loadgen), and a table of
 #      packets/s, p50, p99, lost answers, retransmissions, plus the radacctd/FreeRADIUS
-#      ratio on PostgreSQL. Also prints radacctd's commit batch histogram from /metrics.
-# FreeRADIUS into SQLite is not run (scripts/freeradius.sh configures rlm_sql for
-# PostgreSQL only).
+#      ratio on each database. Also prints radacctd's commit batch histogram from /metrics.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +42,7 @@ bench_work compare-freeradius
 cleanup() {
   kill_radacctd
   "$ROOT/scripts/freeradius.sh" stop "$WORK/fr" >/dev/null 2>&1 || true
+  "$ROOT/scripts/freeradius.sh" stop "$WORK/fr-sqlite" >/dev/null 2>&1 || true
   "$ROOT/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1 || true
   remove_work
 }
@@ -84,7 +89,14 @@ start_radacctd radacctd-pg "postgres://postgres@127.0.0.1:$PGPORT/rad"
 run_load radacctd-pg "127.0.0.1:$RAD_UDP"
 stop_radacctd radacctd-pg
 
-# 3. radacctd → SQLite
+# 3. FreeRADIUS → SQLite (fr.db, created by rlm_sql_sqlite from its stock schema)
+FR_PORT=$(free_port udp)
+echo "== FreeRADIUS (SQLite) on 127.0.0.1:$FR_PORT" >&2
+"$ROOT/scripts/freeradius.sh" start-sqlite "$WORK/fr-sqlite" "$FR_PORT" "$WORK/fr.db" "$SECRET" >/dev/null
+run_load freeradius-sqlite "127.0.0.1:$FR_PORT"
+"$ROOT/scripts/freeradius.sh" stop "$WORK/fr-sqlite" >/dev/null
+
+# 4. radacctd → SQLite
 start_radacctd radacctd-sqlite "sqlite://$WORK/rad.db"
 run_load radacctd-sqlite "127.0.0.1:$RAD_UDP"
 stop_radacctd radacctd-sqlite
@@ -97,14 +109,17 @@ rows() {
 echo
 echo "loadgen: ${LOADGEN_ARGS[*]}   ($(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '%-28s %10s %10s %10s %8s %8s\n' server "packets/s" "p50 ms" "p99 ms" lost retx
-for name in freeradius-pg radacctd-pg radacctd-sqlite; do
+for name in freeradius-pg radacctd-pg freeradius-sqlite radacctd-sqlite; do
   printf '%-28s %10s %10s %10s %8s %8s\n' "$name" "${RESULT[$name.pps]}" \
     "${RESULT[$name.p50]}" "${RESULT[$name.p99]}" "${RESULT[$name.lost]}" "${RESULT[$name.retx]}"
 done
 awk -v a="${RESULT[radacctd-pg.pps]}" -v b="${RESULT[freeradius-pg.pps]}" \
   'BEGIN { if (b > 0) printf "ratio radacctd/FreeRADIUS on PostgreSQL: %.2fx\n", a / b }'
+awk -v a="${RESULT[radacctd-sqlite.pps]}" -v b="${RESULT[freeradius-sqlite.pps]}" \
+  'BEGIN { if (b > 0) printf "ratio radacctd/FreeRADIUS on SQLite:     %.2fx\n", a / b }'
 echo "database fr (FreeRADIUS):  $(rows fr)"
 echo "database rad (radacctd):   $(rows rad)"
+echo "SQLite (FreeRADIUS):       $(sqlite3 "$WORK/fr.db" "SELECT count(*) || ' rows, ' || sum(acctstoptime IS NULL) || ' open' FROM radacct")"
 echo "SQLite (radacctd):         $(sqlite3 "$WORK/rad.db" "SELECT count(*) || ' rows, ' || sum(acctstoptime IS NULL) || ' open' FROM radacct")"
 for name in radacctd-pg radacctd-sqlite; do
   commit_batches "$name"

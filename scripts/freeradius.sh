@@ -8,6 +8,9 @@
 #   scripts/freeradius.sh start DIR ACCT_PORT PGHOST PGPORT PGUSER PGDB SECRET
 #       build a configuration in DIR/raddb and start FreeRADIUS in the background;
 #       prints its PID once it is ready to process requests
+#   scripts/freeradius.sh start-sqlite DIR ACCT_PORT DBFILE SECRET
+#       the same accounting server writing to the SQLite file DBFILE through rlm_sql_sqlite
+#       (see "SQLite" below); prints its PID once it is ready to process requests
 #   scripts/freeradius.sh coa DIR PORT SECRET
 #       build a configuration in DIR/raddb and start FreeRADIUS in the background as an
 #       RFC 5176 CoA/Disconnect receiver on 127.0.0.1:PORT (see "CoA mode" below);
@@ -50,6 +53,13 @@
 # Needs the Debian packages freeradius and freeradius-postgresql; installs them with
 # apt-get when /usr/sbin/freeradius or rlm_sql_postgresql is missing.
 #
+# SQLite (`start-sqlite`): the same site, with `sql` set to dialect sqlite and driver
+# rlm_sql_sqlite (both in the freeradius package) and everything else of the stock
+# mods-available/sql: the stock sqlite queries.conf, `busy_timeout = 200` (ms), and
+# `bootstrap` with the stock SQLite schema (mods-config/sql/main/sqlite/schema.sql), so a
+# DBFILE that does not exist is created with it. SQLite's own defaults apply (rollback
+# journal, synchronous = FULL): that is FreeRADIUS as packaged, not tuned.
+#
 # CoA mode (`coa`): FreeRADIUS plays the NAS side of RFC 5176 so that radacctd's
 # Disconnect-Request client is checked against an independent implementation
 # (tests/integration/disconnect.rs). Same radiusd.conf and clients.conf as above (one client,
@@ -74,6 +84,7 @@ set -euo pipefail
 usage() {
   echo "usage: freeradius.sh schema" >&2
   echo "       freeradius.sh start DIR ACCT_PORT PGHOST PGPORT PGUSER PGDB SECRET" >&2
+  echo "       freeradius.sh start-sqlite DIR ACCT_PORT DBFILE SECRET" >&2
   echo "       freeradius.sh coa DIR PORT SECRET" >&2
   echo "       freeradius.sh stop DIR" >&2
   exit 2
@@ -81,6 +92,7 @@ usage() {
 
 STOCK=/etc/freeradius/3.0
 SCHEMA=$STOCK/mods-config/sql/main/postgresql/schema.sql
+SQLITE_SCHEMA=$STOCK/mods-config/sql/main/sqlite/schema.sql
 BIN=/usr/sbin/freeradius
 
 # Tests run in parallel and several may need the packages at once: one apt run at a time
@@ -149,7 +161,8 @@ write_config() {
   local dir=$1 port=$2 pghost=$3 pgport=$4 pguser=$5 pgdb=$6 secret=$7
 
   write_base_config "$dir" "$secret" "an accounting server only"
-  write_acct_site "$dir" "$port" "$pghost" "$pgport" "$pguser" "$pgdb"
+  write_acct_site "$dir" "$port"
+  write_sql_postgresql "$dir" "$pghost" "$pgport" "$pguser" "$pgdb"
 }
 
 # radiusd.conf and clients.conf, shared by both modes; ROLE names the mode in the header.
@@ -244,8 +257,9 @@ client localhost {
 CONF
 }
 
+# sites-enabled/default (accounting into `sql`) and mods-enabled/ without `sql` itself.
 write_acct_site() {
-  local dir=$1 port=$2 pghost=$3 pgport=$4 pguser=$5 pgdb=$6
+  local dir=$1 port=$2
   local raddb=$dir/raddb
 
   rm -rf "$raddb/sites-enabled"
@@ -292,12 +306,12 @@ CONF
   for m in always attr_filter expr preprocess; do
     ln -s ../mods-available/$m "$raddb/mods-enabled/$m"
   done
-  cat >"$raddb/mods-enabled/sql" <<CONF
-# The stock sql module (mods-available/sql) pointed at PostgreSQL.
-sql {
-	dialect = "postgresql"
-	driver = "rlm_sql_postgresql"
+}
 
+# mods-enabled/sql: the stock sql module (mods-available/sql) pointed at PostgreSQL.
+write_sql_postgresql() {
+  local dir=$1 pghost=$2 pgport=$3 pguser=$4 pgdb=$5
+  write_sql_module "$dir" "PostgreSQL" "postgresql" "$(cat <<CONF
 	postgresql {
 		send_application_name = yes
 	}
@@ -307,6 +321,34 @@ sql {
 	login = "$pguser"
 	password = ""
 	radius_db = "$pgdb"
+CONF
+)"
+}
+
+# mods-enabled/sql: the stock sql module pointed at the SQLite file DBFILE (see the header).
+write_sql_sqlite() {
+  local dir=$1 dbfile=$2
+  write_sql_module "$dir" "the SQLite file $dbfile" "sqlite" "$(cat <<CONF
+	sqlite {
+		filename = "$dbfile"
+		busy_timeout = 200
+		bootstrap = "\${modconfdir}/\${..:name}/main/sqlite/schema.sql"
+	}
+CONF
+)"
+}
+
+# write_sql_module DIR WHAT DIALECT CONNECTION: the sql module with the stock settings and
+# CONNECTION (the driver's section and where to connect).
+write_sql_module() {
+  local dir=$1 what=$2 dialect=$3 connection=$4
+  cat >"$dir/raddb/mods-enabled/sql" <<CONF
+# The stock sql module (mods-available/sql) pointed at $what.
+sql {
+	dialect = "$dialect"
+	driver = "rlm_sql_$dialect"
+
+$connection
 
 	acct_table1 = "radacct"
 	acct_table2 = "radacct"
@@ -396,6 +438,31 @@ start() {
 
   refuse_if_running "$dir"
   write_config "$dir" "$port" "$pghost" "$pgport" "$pguser" "$pgdb" "$secret"
+  launch "$dir"
+}
+
+# SQLite: see the header.
+start_sqlite() {
+  [ $# -eq 4 ] || usage
+  local dir port=$2 dbfile=$3 secret=$4
+  ensure_core_installed
+  [ -f "$SQLITE_SCHEMA" ] && [ -f /usr/lib/freeradius/rlm_sql_sqlite.so ] || {
+    echo "freeradius.sh: rlm_sql_sqlite or its schema ($SQLITE_SCHEMA) is missing" >&2
+    exit 1
+  }
+  dir=$(abs_dir "$1")
+  case "$dbfile" in /*) ;; *) dbfile=$PWD/$dbfile ;; esac
+  for v in port dbfile secret; do check_value "$v" "${!v}"; done
+  case "$port" in *[!0-9]*)
+    echo "freeradius.sh: ports must be numbers" >&2
+    exit 2
+    ;;
+  esac
+
+  refuse_if_running "$dir"
+  write_base_config "$dir" "$secret" "an accounting server only (SQLite)"
+  write_acct_site "$dir" "$port"
+  write_sql_sqlite "$dir" "$dbfile"
   launch "$dir"
 }
 
@@ -493,6 +560,7 @@ case "$cmd" in
     echo "$SCHEMA"
     ;;
   start) start "$@" ;;
+  start-sqlite) start_sqlite "$@" ;;
   coa) coa "$@" ;;
   stop) stop "$@" ;;
   *) usage ;;

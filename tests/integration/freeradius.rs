@@ -4,7 +4,8 @@
 //! keeps writing accounting into it afterwards. Sessions FreeRADIUS opened are continued by
 //! radacctd on the same rows.
 //!
-//! PostgreSQL only: FreeRADIUS's SQLite schema is not a deployment radacctd targets.
+//! PostgreSQL only: radacctd refuses a FreeRADIUS SQLite file (FreeRADIUS 3.2 stores times
+//! there as epoch integers; see `SqliteStore::refuse_foreign_radacct` and its test).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

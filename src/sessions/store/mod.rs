@@ -45,6 +45,15 @@ pub enum StoreError {
     Abandoned,
     #[error("not found: {0}")]
     NotFound(String),
+    /// The SQLite file has a `radacct` table radacctd did not create (see
+    /// `SqliteStore::refuse_foreign_radacct`).
+    #[error(
+        "the SQLite database already has a radacct table without radacctd's columns ({0}): \
+         a FreeRADIUS SQLite database? radacctd adopts an existing FreeRADIUS database on \
+         PostgreSQL only (FreeRADIUS 3.2 stores times in SQLite as epoch integers, radacctd \
+         as UTC text); point radacctd at a new SQLite file"
+    )]
+    ForeignRadacct(String),
     #[error(
         "{0} closed row(s) were not archived: radacct_archive already holds a different row \
          with the same radacctid (ids reused after a restore?); they stay in radacct until \
@@ -97,6 +106,7 @@ impl StoreError {
             StoreError::Migrate(_)
             | StoreError::UnsupportedUrl
             | StoreError::NotFound(_)
+            | StoreError::ForeignRadacct(_)
             | StoreError::ArchiveConflict(_) => false,
         }
     }

@@ -397,11 +397,41 @@ impl SqliteStore {
     /// The schema migrations, then every index (see `ENSURE_INDEXES` for why all of them
     /// are built before the server listens).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.refuse_foreign_radacct().await?;
         MIGRATOR.run(&self.pool).await?;
         for stmt in ENSURE_INDEXES {
             sqlx::query(*stmt).execute(&self.pool).await?;
         }
         Ok(())
+    }
+
+    /// A `radacct` that exists without radacctd's own columns was made by someone else —
+    /// in practice FreeRADIUS's SQLite schema, whose rlm_sql queries store times as epoch
+    /// integers where radacctd stores UTC text and compares it as text: the migrations
+    /// would fail on the missing columns with an error naming only a column, and adding the
+    /// columns would leave two time formats in one table. Refused before anything is
+    /// changed, with an error saying what to do. (On PostgreSQL both write `timestamptz`,
+    /// and adopting a FreeRADIUS database is supported.)
+    async fn refuse_foreign_radacct(&self) -> Result<(), StoreError> {
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('radacct')")
+                .fetch_all(&self.pool)
+                .await?;
+        if columns.is_empty() {
+            return Ok(());
+        }
+        let missing: Vec<&str> = ["nas_id", "sessionkey", "stopsource"]
+            .into_iter()
+            .filter(|c| !columns.iter().any(|have| have.eq_ignore_ascii_case(c)))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::ForeignRadacct(format!(
+                "missing {}",
+                missing.join(", ")
+            )))
+        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -772,5 +802,71 @@ mod tests {
         let store = SqliteStore::connect(&cfg).await.unwrap();
         store.migrate().await.unwrap();
         assert_eq!(in_memory_files(), Vec::<String>::new());
+    }
+
+    /// The tables of a FreeRADIUS 3.2 SQLite database (`mods-config/sql/main/sqlite/
+    /// schema.sql`, its radacct and nas tables reduced to what matters here), with one row.
+    const FREERADIUS_SQLITE: &str = "CREATE TABLE radacct (\
+        radacctid INTEGER PRIMARY KEY AUTOINCREMENT, \
+        acctsessionid varchar(64) NOT NULL default '', \
+        acctuniqueid varchar(32) NOT NULL default '', \
+        username varchar(64) NOT NULL default '', \
+        nasipaddress varchar(15) NOT NULL default '', \
+        acctstarttime datetime NULL default NULL, \
+        acctstoptime datetime NULL default NULL); \
+        CREATE UNIQUE INDEX acctuniqueid ON radacct(acctuniqueid); \
+        CREATE TABLE nas (id INTEGER PRIMARY KEY AUTOINCREMENT, nasname varchar(128) NOT NULL, \
+        secret varchar(60) DEFAULT 'secret' NOT NULL); \
+        INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, \
+        acctstarttime) VALUES ('A1', 'caedd9d0113fe0ef457b87a2abc06234', 'alice', \
+        '10.0.0.1', 1796322132);";
+
+    fn schema_of(path: &std::path::Path) -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name, COALESCE(sql, '') FROM sqlite_master ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_freeradius_sqlite_database_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("freeradius.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(FREERADIUS_SQLITE)
+            .unwrap();
+        let before = schema_of(&path);
+
+        let cfg = DatabaseConfig {
+            url: format!("sqlite://{}", path.display()),
+            max_connections: 2,
+            sqlite_synchronous: config::SqliteSynchronous::Full,
+            connect_timeout: std::time::Duration::from_secs(5),
+        };
+        let store = SqliteStore::connect(&cfg).await.unwrap();
+        let err = store.migrate().await.unwrap_err();
+        assert!(matches!(err, StoreError::ForeignRadacct(_)), "{err:?}");
+        let msg = err.to_string();
+        for part in [
+            "missing nas_id, sessionkey, stopsource",
+            "FreeRADIUS",
+            "new SQLite file",
+        ] {
+            assert!(msg.contains(part), "{msg}");
+        }
+        assert!(!err.is_transient());
+        store.close().await;
+
+        assert_eq!(schema_of(&path), before, "a refused database was changed");
+        let rows: i64 = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM radacct", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
     }
 }

@@ -5,7 +5,7 @@
 //! radacctd on the same rows.
 //!
 //! PostgreSQL only: radacctd refuses a FreeRADIUS SQLite file (FreeRADIUS 3.2 stores times
-//! there as epoch integers; see `SqliteStore::refuse_foreign_radacct` and its test).
+//! there as epoch integers; see `sqlite::refuse_foreign_radacct` and its test).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -46,7 +46,7 @@ pub enum StoreError {
     #[error("not found: {0}")]
     NotFound(String),
     /// The SQLite file has a `radacct` table radacctd did not create (see
-    /// `SqliteStore::refuse_foreign_radacct`).
+    /// `sqlite::refuse_foreign_radacct`).
     #[error(
         "the SQLite database already has a radacct table without radacctd's columns ({0}): \
          a FreeRADIUS SQLite database? radacctd adopts an existing FreeRADIUS database on \

@@ -290,6 +290,49 @@ impl Partition {
 /// The database holds NAS secrets and RouterOS passwords (`nas` table): a new file is
 /// created owner-only (SQLite gives its `-wal` and `-shm` files the same mode), and an
 /// existing file readable by every local user is warned about at start.
+/// A `radacct` that exists without radacctd's own columns was made by someone else — in
+/// practice FreeRADIUS's SQLite schema, whose rlm_sql queries store times as epoch integers
+/// where radacctd stores UTC text and compares it as text: the migrations would fail on the
+/// missing columns with an error naming only a column, and adding the columns would leave
+/// two time formats in one table. Refused with an error saying what to do, read-only and
+/// before anything opens the file for writing (connecting switches a file to WAL mode).
+/// A file that does not exist or cannot be read as a database is left to the connection to
+/// create or report. (On PostgreSQL both write `timestamptz`, and adopting a FreeRADIUS
+/// database is supported.)
+fn refuse_foreign_radacct(path: &std::path::Path) -> Result<(), StoreError> {
+    use rusqlite::OpenFlags;
+    if !path.is_file() {
+        return Ok(());
+    }
+    let columns = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|conn| {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('radacct')")?;
+        stmt.query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()
+    });
+    let Ok(columns) = columns else {
+        return Ok(());
+    };
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let missing: Vec<&str> = ["nas_id", "sessionkey", "stopsource"]
+        .into_iter()
+        .filter(|c| !columns.iter().any(|have| have.eq_ignore_ascii_case(c)))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::ForeignRadacct(format!(
+            "missing {}",
+            missing.join(", ")
+        )))
+    }
+}
+
 fn protect_database_file(path: &std::path::Path) {
     #[cfg(unix)]
     {
@@ -366,6 +409,7 @@ impl SqliteStore {
         let in_memory = cfg.url.contains(":memory:") || cfg.url.contains("mode=memory");
         let file = (!in_memory).then(|| Arc::from(options.get_filename()));
         if let Some(file) = &file {
+            refuse_foreign_radacct(file)?;
             protect_database_file(file);
         }
         let pool = SqlitePoolOptions::new()
@@ -397,41 +441,11 @@ impl SqliteStore {
     /// The schema migrations, then every index (see `ENSURE_INDEXES` for why all of them
     /// are built before the server listens).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.refuse_foreign_radacct().await?;
         MIGRATOR.run(&self.pool).await?;
         for stmt in ENSURE_INDEXES {
             sqlx::query(*stmt).execute(&self.pool).await?;
         }
         Ok(())
-    }
-
-    /// A `radacct` that exists without radacctd's own columns was made by someone else —
-    /// in practice FreeRADIUS's SQLite schema, whose rlm_sql queries store times as epoch
-    /// integers where radacctd stores UTC text and compares it as text: the migrations
-    /// would fail on the missing columns with an error naming only a column, and adding the
-    /// columns would leave two time formats in one table. Refused before anything is
-    /// changed, with an error saying what to do. (On PostgreSQL both write `timestamptz`,
-    /// and adopting a FreeRADIUS database is supported.)
-    async fn refuse_foreign_radacct(&self) -> Result<(), StoreError> {
-        let columns: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM pragma_table_info('radacct')")
-                .fetch_all(&self.pool)
-                .await?;
-        if columns.is_empty() {
-            return Ok(());
-        }
-        let missing: Vec<&str> = ["nas_id", "sessionkey", "stopsource"]
-            .into_iter()
-            .filter(|c| !columns.iter().any(|have| have.eq_ignore_ascii_case(c)))
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::ForeignRadacct(format!(
-                "missing {}",
-                missing.join(", ")
-            )))
-        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -821,17 +835,6 @@ mod tests {
         acctstarttime) VALUES ('A1', 'caedd9d0113fe0ef457b87a2abc06234', 'alice', \
         '10.0.0.1', 1796322132);";
 
-    fn schema_of(path: &std::path::Path) -> Vec<(String, String)> {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT name, COALESCE(sql, '') FROM sqlite_master ORDER BY name")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
     #[tokio::test]
     async fn a_freeradius_sqlite_database_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
@@ -840,7 +843,7 @@ mod tests {
             .unwrap()
             .execute_batch(FREERADIUS_SQLITE)
             .unwrap();
-        let before = schema_of(&path);
+        let before = std::fs::read(&path).unwrap();
 
         let cfg = DatabaseConfig {
             url: format!("sqlite://{}", path.display()),
@@ -848,8 +851,9 @@ mod tests {
             sqlite_synchronous: config::SqliteSynchronous::Full,
             connect_timeout: std::time::Duration::from_secs(5),
         };
-        let store = SqliteStore::connect(&cfg).await.unwrap();
-        let err = store.migrate().await.unwrap_err();
+        let Err(err) = SqliteStore::connect(&cfg).await else {
+            panic!("a FreeRADIUS SQLite file was accepted");
+        };
         assert!(matches!(err, StoreError::ForeignRadacct(_)), "{err:?}");
         let msg = err.to_string();
         for part in [
@@ -860,13 +864,11 @@ mod tests {
             assert!(msg.contains(part), "{msg}");
         }
         assert!(!err.is_transient());
-        store.close().await;
-
-        assert_eq!(schema_of(&path), before, "a refused database was changed");
-        let rows: i64 = rusqlite::Connection::open(&path)
-            .unwrap()
-            .query_row("SELECT count(*) FROM radacct", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, 1);
+        // Not even switched to WAL mode: the file is byte for byte what it was.
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "a refused file was changed"
+        );
+        assert!(!dir.path().join("freeradius.db-wal").exists());
     }
 }

@@ -196,13 +196,13 @@ pub fn active(index: &Index, scope: &Scope, p: &ListParams) -> Vec<Arc<Session>>
 
 /// The filters of `p` and the caller's scope as one predicate.
 fn filter<'a>(scope: &'a Scope, p: &'a ListParams) -> impl Fn(&Session) -> bool + 'a {
-    let needle = p.search.as_deref().map(str::to_ascii_lowercase);
+    let needle = p.search.as_deref().map(Needle::new);
     move |s: &Session| {
         scope.allows(&s.fields.username)
             && p.nas_id.is_none_or(|n| s.nas_id == Some(n))
             && p.from.is_none_or(|f| s.start >= f)
             && p.to.is_none_or(|t| s.start <= t)
-            && needle.as_deref().is_none_or(|n| matches_search(s, n))
+            && needle.as_ref().is_none_or(|n| n.matches(s))
     }
 }
 
@@ -222,29 +222,120 @@ fn order_by(p: &ListParams) -> impl Fn(&Session, &Session) -> Ordering {
     }
 }
 
-/// Substring match that ignores the case of ASCII letters only, like SQLite's `LIKE` used
-/// for closed sessions: `änne` does not find `ÄNNE` here either, so `status=active` and
-/// `status=all` agree. `needle` is already ASCII-lower-cased.
-fn matches_search(s: &Session, needle: &str) -> bool {
-    let f = &s.fields;
-    contains_ascii_ci(&f.username, needle)
-        || f.framedipaddress
-            .is_some_and(|ip| ip.to_string().contains(needle))
-        || f.callingstationid
-            .as_deref()
-            .is_some_and(|c| contains_ascii_ci(c, needle))
+/// The `search` parameter, prepared once for a scan of every open session.
+struct Needle {
+    /// ASCII-lower-cased.
+    text: String,
+    /// Whether the text of an address can contain it: addresses print as decimal digits
+    /// and dots, or lower-case hex digits and colons. Most searches (user names) cannot,
+    /// and then no address is formatted at all.
+    in_address: bool,
+}
+
+impl Needle {
+    fn new(search: &str) -> Needle {
+        let text = search.to_ascii_lowercase();
+        let in_address = text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'a'..=b'f' | b'.' | b':'));
+        Needle { text, in_address }
+    }
+
+    /// Substring match that ignores the case of ASCII letters only, like SQLite's `LIKE`
+    /// used for closed sessions: `änne` does not find `ÄNNE` here either, so
+    /// `status=active` and `status=all` agree.
+    fn matches(&self, s: &Session) -> bool {
+        let f = &s.fields;
+        contains_ascii_ci(&f.username, &self.text)
+            || (self.in_address
+                && f.framedipaddress
+                    .is_some_and(|ip| AddressText::of(ip).contains(&self.text)))
+            || f.callingstationid
+                .as_deref()
+                .is_some_and(|c| contains_ascii_ci(c, &self.text))
+    }
 }
 
 /// Whether `haystack` contains `needle` (ASCII-lower-case) ignoring ASCII case, without
 /// allocating: the search runs over every open session.
 fn contains_ascii_ci(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    let Some((&first, rest)) = n.split_first() else {
+        return true;
+    };
+    let Some(last_start) = h.len().checked_sub(n.len()) else {
+        return false;
+    };
+    h[..=last_start].iter().enumerate().any(|(i, &b)| {
+        b.to_ascii_lowercase() == first && h[i + 1..i + n.len()].eq_ignore_ascii_case(rest)
+    })
+}
+
+/// An address as `Display` writes it (`ip.to_string()`), in a buffer on the stack: the
+/// longest, an IPv6 address with an embedded IPv4 one, is 45 bytes.
+struct AddressText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl AddressText {
+    fn of(ip: std::net::IpAddr) -> AddressText {
+        use std::fmt::Write;
+        let mut text = AddressText {
+            buf: [0; 48],
+            len: 0,
+        };
+        // Cannot fail: every address fits.
+        let _ = write!(text, "{ip}");
+        text
+    }
+
+    fn contains(&self, needle: &str) -> bool {
+        let (h, n) = (&self.buf[..self.len], needle.as_bytes());
+        n.is_empty() || h.windows(n.len()).any(|w| w == n)
+    }
+}
+
+impl std::fmt::Write for AddressText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dest = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dest.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::contains_ascii_ci;
+    use super::{AddressText, Needle, contains_ascii_ci};
+    use std::net::IpAddr;
+
+    #[test]
+    fn an_address_is_searched_as_display_writes_it() {
+        for text in [
+            "10.0.0.3",
+            "255.255.255.255",
+            "2001:db8::7",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:192.168.100.200",
+            "::",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            let formatted = AddressText::of(ip);
+            assert_eq!(&formatted.buf[..formatted.len], ip.to_string().as_bytes());
+            assert!(formatted.contains(&text[1..]));
+        }
+        let v6 = Needle::new("2001:DB8::");
+        assert!(v6.in_address);
+        assert!(AddressText::of("2001:db8::7".parse().unwrap()).contains(&v6.text));
+        assert!(!AddressText::of("10.0.0.3".parse().unwrap()).contains("10.0.0.4"));
+        // Letters beyond hex, or anything else, cannot be in an address: none is formatted.
+        assert!(Needle::new("10.0.0.3").in_address);
+        assert!(Needle::new("F8:B4").in_address);
+        assert!(!Needle::new("user1").in_address);
+        assert!(!Needle::new("10.0.0.3/24").in_address);
+    }
 
     #[test]
     fn search_folds_ascii_letters_only() {

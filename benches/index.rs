@@ -145,7 +145,7 @@ fn index(c: &mut Criterion) {
             "search=USER999999",
         ),
         (
-            "active page 1 search framed IP (111 of 1M)",
+            "active page 1 search framed IP (64 of 1M)",
             "search=100.15.66",
         ),
         ("active page 1 search MAC (1/256)", "search=6a:0f:"),

@@ -20,8 +20,10 @@
 #      127.0.0.1 with the secret, default_client = false, jobs off) on different ports;
 #   4. FreeRADIUS again, into a new SQLite file created by rlm_sql_sqlite from the stock
 #      FreeRADIUS SQLite schema (scripts/freeradius.sh start-sqlite: the stock sql module,
-#      busy_timeout 200 ms, SQLite's defaults), and radacctd on a new SQLite file of its
-#      own schema (sqlite_synchronous = full). Each server gets its own stock schema here:
+#      busy_timeout 200 ms, SQLite's defaults), once more with busy_timeout 5,000 ms (as
+#      radacctd waits for the lock; the stock 200 ms makes FreeRADIUS fail packets with
+#      "database is locked", which loadgen then retransmits after its 1 s timeout), and
+#      radacctd on a new SQLite file of its own schema (sqlite_synchronous = full). Each server gets its own stock schema here:
 #      radacctd supports an existing FreeRADIUS database on PostgreSQL, not on SQLite
 #      (docs/OPERATIONS.md), and FreeRADIUS's SQLite schema already carries fourteen
 #      indexes of its own;
@@ -42,7 +44,8 @@ bench_work compare-freeradius
 cleanup() {
   kill_radacctd
   "$ROOT/scripts/freeradius.sh" stop "$WORK/fr" >/dev/null 2>&1 || true
-  "$ROOT/scripts/freeradius.sh" stop "$WORK/fr-sqlite" >/dev/null 2>&1 || true
+  "$ROOT/scripts/freeradius.sh" stop "$WORK/freeradius-sqlite" >/dev/null 2>&1 || true
+  "$ROOT/scripts/freeradius.sh" stop "$WORK/freeradius-sqlite-5s" >/dev/null 2>&1 || true
   "$ROOT/scripts/pg-cluster.sh" destroy "$WORK/pg" >/dev/null 2>&1 || true
   remove_work
 }
@@ -89,12 +92,18 @@ start_radacctd radacctd-pg "postgres://postgres@127.0.0.1:$PGPORT/rad"
 run_load radacctd-pg "127.0.0.1:$RAD_UDP"
 stop_radacctd radacctd-pg
 
-# 3. FreeRADIUS → SQLite (fr.db, created by rlm_sql_sqlite from its stock schema)
-FR_PORT=$(free_port udp)
-echo "== FreeRADIUS (SQLite) on 127.0.0.1:$FR_PORT" >&2
-"$ROOT/scripts/freeradius.sh" start-sqlite "$WORK/fr-sqlite" "$FR_PORT" "$WORK/fr.db" "$SECRET" >/dev/null
-run_load freeradius-sqlite "127.0.0.1:$FR_PORT"
-"$ROOT/scripts/freeradius.sh" stop "$WORK/fr-sqlite" >/dev/null
+# 3. FreeRADIUS → SQLite (a new file each time, created by rlm_sql_sqlite from its stock
+#    schema): as packaged (busy_timeout 200 ms), then with busy_timeout 5,000 ms — radacctd's
+#    own lock wait — so that the ratio does not rest on FreeRADIUS's lock-timeout failures.
+for variant in freeradius-sqlite:200 freeradius-sqlite-5s:5000; do
+  name=${variant%%:*}
+  FR_PORT=$(free_port udp)
+  echo "== FreeRADIUS (SQLite, busy_timeout ${variant#*:} ms) on 127.0.0.1:$FR_PORT" >&2
+  SQLITE_BUSY_TIMEOUT_MS=${variant#*:} "$ROOT/scripts/freeradius.sh" start-sqlite \
+    "$WORK/$name" "$FR_PORT" "$WORK/$name.db" "$SECRET" >/dev/null
+  run_load "$name" "127.0.0.1:$FR_PORT"
+  "$ROOT/scripts/freeradius.sh" stop "$WORK/$name" >/dev/null
+done
 
 # 4. radacctd → SQLite
 start_radacctd radacctd-sqlite "sqlite://$WORK/rad.db"
@@ -109,17 +118,21 @@ rows() {
 echo
 echo "loadgen: ${LOADGEN_ARGS[*]}   ($(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '%-28s %10s %10s %10s %8s %8s\n' server "packets/s" "p50 ms" "p99 ms" lost retx
-for name in freeradius-pg radacctd-pg freeradius-sqlite radacctd-sqlite; do
+for name in freeradius-pg radacctd-pg freeradius-sqlite freeradius-sqlite-5s radacctd-sqlite; do
   printf '%-28s %10s %10s %10s %8s %8s\n' "$name" "${RESULT[$name.pps]}" \
     "${RESULT[$name.p50]}" "${RESULT[$name.p99]}" "${RESULT[$name.lost]}" "${RESULT[$name.retx]}"
 done
 awk -v a="${RESULT[radacctd-pg.pps]}" -v b="${RESULT[freeradius-pg.pps]}" \
   'BEGIN { if (b > 0) printf "ratio radacctd/FreeRADIUS on PostgreSQL: %.2fx\n", a / b }'
-awk -v a="${RESULT[radacctd-sqlite.pps]}" -v b="${RESULT[freeradius-sqlite.pps]}" \
-  'BEGIN { if (b > 0) printf "ratio radacctd/FreeRADIUS on SQLite:     %.2fx\n", a / b }'
+for fr in freeradius-sqlite freeradius-sqlite-5s; do
+  awk -v a="${RESULT[radacctd-sqlite.pps]}" -v b="${RESULT[$fr.pps]}" -v n="$fr" \
+    'BEGIN { if (b > 0) printf "ratio radacctd/FreeRADIUS on SQLite (%s): %.2fx\n", n, a / b }'
+done
 echo "database fr (FreeRADIUS):  $(rows fr)"
 echo "database rad (radacctd):   $(rows rad)"
-echo "SQLite (FreeRADIUS):       $(sqlite3 "$WORK/fr.db" "SELECT count(*) || ' rows, ' || sum(acctstoptime IS NULL) || ' open' FROM radacct")"
+for fr in freeradius-sqlite freeradius-sqlite-5s; do
+  echo "SQLite ($fr): $(sqlite3 "$WORK/$fr.db" "SELECT count(*) || ' rows, ' || sum(acctstoptime IS NULL) || ' open' FROM radacct")"
+done
 echo "SQLite (radacctd):         $(sqlite3 "$WORK/rad.db" "SELECT count(*) || ' rows, ' || sum(acctstoptime IS NULL) || ' open' FROM radacct")"
 for name in radacctd-pg radacctd-sqlite; do
   commit_batches "$name"

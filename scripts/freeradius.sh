@@ -55,7 +55,8 @@
 #
 # SQLite (`start-sqlite`): the same site, with `sql` set to dialect sqlite and driver
 # rlm_sql_sqlite (both in the freeradius package) and everything else of the stock
-# mods-available/sql: the stock sqlite queries.conf, `busy_timeout = 200` (ms), and
+# mods-available/sql: the stock sqlite queries.conf, `busy_timeout = 200` (ms; the
+# environment variable SQLITE_BUSY_TIMEOUT_MS overrides it), and
 # `bootstrap` with the stock SQLite schema (mods-config/sql/main/sqlite/schema.sql), so a
 # DBFILE that does not exist is created with it. SQLite's own defaults apply (rollback
 # journal, synchronous = FULL): that is FreeRADIUS as packaged, not tuned.
@@ -331,7 +332,7 @@ write_sql_sqlite() {
   write_sql_module "$dir" "the SQLite file $dbfile" "sqlite" "$(cat <<CONF
 	sqlite {
 		filename = "$dbfile"
-		busy_timeout = 200
+		busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS:-200}
 		bootstrap = "\${modconfdir}/\${..:name}/main/sqlite/schema.sql"
 	}
 CONF
@@ -453,8 +454,8 @@ start_sqlite() {
   dir=$(abs_dir "$1")
   case "$dbfile" in /*) ;; *) dbfile=$PWD/$dbfile ;; esac
   for v in port dbfile secret; do check_value "$v" "${!v}"; done
-  case "$port" in *[!0-9]*)
-    echo "freeradius.sh: ports must be numbers" >&2
+  case "$port${SQLITE_BUSY_TIMEOUT_MS:-200}" in *[!0-9]*)
+    echo "freeradius.sh: the port and SQLITE_BUSY_TIMEOUT_MS must be numbers" >&2
     exit 2
     ;;
   esac

@@ -287,14 +287,12 @@ impl Partition {
     }
 }
 
-/// The database holds NAS secrets and RouterOS passwords (`nas` table): a new file is
-/// created owner-only (SQLite gives its `-wal` and `-shm` files the same mode), and an
-/// existing file readable by every local user is warned about at start.
 /// A `radacct` that exists without radacctd's own columns was made by someone else — in
 /// practice FreeRADIUS's SQLite schema, whose rlm_sql queries store times as epoch integers
-/// where radacctd stores UTC text and compares it as text: the migrations would fail on the
-/// missing columns with an error naming only a column, and adding the columns would leave
-/// two time formats in one table. Refused with an error saying what to do, read-only and
+/// where radacctd stores UTC text and compares it as text. Left to the migrations, such a
+/// file would be changed (`_sqlx_migrations`, `nas` columns) and then fail at the first
+/// index on a missing column, with an error naming only the column; adding the columns
+/// would leave two time formats in one table. Refused with an error saying what to do, read-only and
 /// before anything opens the file for writing (connecting switches a file to WAL mode).
 /// A file that does not exist or cannot be read as a database is left to the connection to
 /// create or report. (On PostgreSQL both write `timestamptz`, and adopting a FreeRADIUS
@@ -333,6 +331,9 @@ fn refuse_foreign_radacct(path: &std::path::Path) -> Result<(), StoreError> {
     }
 }
 
+/// The database holds NAS secrets and RouterOS passwords (`nas` table): a new file is
+/// created owner-only (SQLite gives its `-wal` and `-shm` files the same mode), and an
+/// existing file readable by every local user is warned about at start.
 fn protect_database_file(path: &std::path::Path) {
     #[cfg(unix)]
     {

@@ -182,7 +182,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Ok(rows) => {
             let names: Vec<(i64, String)> = rows
                 .iter()
-                .map(|r| (r.id, nas_label(&r.config.name, r.id)))
+                .map(|r| (r.id, crate::metrics::nas_label(&r.config.name, r.id)))
                 .collect();
             Some(open_sessions_by_nas(
                 &names,
@@ -224,24 +224,10 @@ fn open_sessions_by_nas(
     out
 }
 
-/// The `nas` label of a NAS: its short name, unless that is missing or an address (a
-/// FreeRADIUS `nas` row often has the IP as `shortname`; radacctd falls back to
-/// `nasname`) — IP addresses are never metric labels (DESIGN.md §8), so then `nas<id>`.
-fn nas_label(name: &str, id: i64) -> String {
-    let looks_like_address = name.parse::<std::net::IpAddr>().is_ok()
-        || name
-            .split_once('/')
-            .is_some_and(|(ip, _)| ip.parse::<std::net::IpAddr>().is_ok());
-    if name.is_empty() || looks_like_address {
-        format!("nas{id}")
-    } else {
-        name.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod nas_label_tests {
-    use super::{nas_label, open_sessions_by_nas};
+    use super::open_sessions_by_nas;
+    use crate::metrics::nas_label;
 
     #[test]
     fn per_nas_counts_sum_shared_names_and_show_only_configured_nases() {

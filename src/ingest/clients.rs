@@ -13,6 +13,8 @@ use crate::sessions::store::NasRow;
 pub struct Client {
     pub nas_id: Option<i64>,
     pub name: Arc<str>,
+    /// Its `nas` label on metrics (`metrics::nas_label`; `unknown` for the default client).
+    pub label: Arc<str>,
     pub secret: Arc<[u8]>,
 }
 
@@ -45,6 +47,7 @@ impl Clients {
                     Client {
                         nas_id: Some(r.id),
                         name: r.config.name.as_str().into(),
+                        label: crate::metrics::nas_label(&r.config.name, r.id).into(),
                         secret: r.config.secret.as_bytes().into(),
                     },
                 )
@@ -57,6 +60,7 @@ impl Clients {
                 Client {
                     nas_id: None,
                     name: "localhost".into(),
+                    label: "unknown".into(),
                     secret: DEFAULT_CLIENT_SECRET.as_bytes().into(),
                 },
             );

@@ -227,7 +227,7 @@ impl Listener {
         };
         m::received(extracted.record.status.name());
         if extracted.clock_skewed {
-            m::clock_skew();
+            m::clock_skew(&client.label);
         }
         let pending = Pending {
             record: extracted.record,

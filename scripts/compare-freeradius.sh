@@ -110,6 +110,15 @@ start_radacctd radacctd-sqlite "sqlite://$WORK/rad.db"
 run_load radacctd-sqlite "127.0.0.1:$RAD_UDP"
 stop_radacctd radacctd-sqlite
 
+# sqlite_rows FILE: the same summary for an SQLite file (Python's sqlite3 module: the
+# sqlite3 command-line tool is not installed everywhere).
+sqlite_rows() {
+  python3 -c 'import sqlite3, sys
+n, o = sqlite3.connect(sys.argv[1]).execute(
+    "SELECT count(*), count(*) - count(acctstoptime) FROM radacct").fetchone()
+print(f"{n} rows, {o} open")' "$1"
+}
+
 rows() {
   psql -At -h 127.0.0.1 -p "$PGPORT" -U postgres -d "$1" -c \
     "SELECT count(*) || ' rows, ' || count(*) FILTER (WHERE acctstoptime IS NULL) || ' open' FROM radacct"
@@ -131,9 +140,9 @@ done
 echo "database fr (FreeRADIUS):  $(rows fr)"
 echo "database rad (radacctd):   $(rows rad)"
 for fr in freeradius-sqlite freeradius-sqlite-5s; do
-  echo "SQLite ($fr): $(sqlite3 "$WORK/$fr.db" "SELECT count(*) || ' rows, ' || sum(acctstoptime IS NULL) || ' open' FROM radacct")"
+  echo "SQLite ($fr): $(sqlite_rows "$WORK/$fr.db")"
 done
-echo "SQLite (radacctd):         $(sqlite3 "$WORK/rad.db" "SELECT count(*) || ' rows, ' || sum(acctstoptime IS NULL) || ' open' FROM radacct")"
+echo "SQLite (radacctd):         $(sqlite_rows "$WORK/rad.db")"
 for name in radacctd-pg radacctd-sqlite; do
   commit_batches "$name"
 done

@@ -65,8 +65,7 @@ impl Server {
             store.clone(),
             Arc::clone(&index),
             config.radius.session_start_tolerance.as_secs() as i64,
-        )
-        .with_clock_step_secs(config.radius.event_timestamp_skew.as_secs() as i64);
+        );
         let started = Instant::now();
         let open = engine
             .rebuild_index()

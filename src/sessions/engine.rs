@@ -64,13 +64,7 @@ pub struct Engine {
     index: Arc<Index>,
     /// How far apart two implied start times may be and still name the same session.
     tolerance_secs: i64,
-    /// The largest step of a NAS clock that still shows in Event-Timestamps (beyond it the
-    /// arrival time is used): the Event-Timestamp skew, `radius.event_timestamp_skew_secs`.
-    clock_step_secs: i64,
 }
-
-/// `radius.event_timestamp_skew_secs`' default, for engines built without a configuration.
-const DEFAULT_CLOCK_STEP_SECS: i64 = 300;
 
 impl Engine {
     pub fn new(store: Store, index: Arc<Index>, tolerance_secs: i64) -> Self {
@@ -78,14 +72,7 @@ impl Engine {
             store,
             index,
             tolerance_secs,
-            clock_step_secs: DEFAULT_CLOCK_STEP_SECS,
         }
-    }
-
-    /// The largest NAS clock step a session survives (see `continues_after_clock_step`).
-    pub fn with_clock_step_secs(mut self, secs: i64) -> Self {
-        self.clock_step_secs = secs;
-        self
     }
 
     pub fn index(&self) -> &Arc<Index> {
@@ -339,12 +326,7 @@ impl Engine {
                 .copied()
                 .filter(|&i| (work.rows[i].start - implied).abs() <= self.tolerance_secs)
                 .filter(|&i| !(certain && work.rows[i].stop.is_some_and(|stop| implied > stop)))
-                .min_by_key(|&i| (work.rows[i].start - implied).abs())
-                .or_else(|| {
-                    rows.iter()
-                        .copied()
-                        .find(|&i| self.continues_after_clock_step(&work.rows[i], r))
-                });
+                .min_by_key(|&i| (work.rows[i].start - implied).abs());
         }
         rows.iter()
             .copied()
@@ -355,30 +337,6 @@ impl Engine {
                     .filter(|&i| work.rows[i].start <= r.event_time)
                     .max_by_key(|&i| work.rows[i].start)
             })
-    }
-
-    /// Whether the Interim-Update or Stop `r`, whose implied start is outside the tolerance
-    /// of the open row `row`, is still that row's session seen through a NAS clock that
-    /// stepped (NTP correcting it mid-session): its implied start moved by no more than a
-    /// step the Event-Timestamp skew lets through, it is newer than the row's last update,
-    /// and its counters carry on from the row's instead of starting again. A new session
-    /// reusing the key — an Acct-Session-Id reused after a reboot — counts from zero, so
-    /// its session time is below the row's; a late packet of an older session of the key
-    /// is older than the open row. Without this the step would close the row as
-    /// Lost-Service and open another holding the running totals: the session's usage
-    /// counted twice.
-    fn continues_after_clock_step(&self, row: &Session, r: &Record) -> bool {
-        let Some(session_time) = r.session_time else {
-            return false;
-        };
-        let carries_on = |packet: Option<i64>, row: i64| packet.is_none_or(|p| p >= row);
-        r.status != StatusType::Start
-            && row.is_open()
-            && r.event_time > row.update
-            && (row.start - r.implied_start()).abs() <= self.clock_step_secs
-            && session_time >= row.session_time
-            && carries_on(r.input_octets, row.input_octets)
-            && carries_on(r.output_octets, row.output_octets)
     }
 
     fn update_row(&self, work: &mut Work, i: usize, r: &Record) {

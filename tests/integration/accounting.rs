@@ -18,7 +18,6 @@ both_backends!(
     session_id_reuse_after_reboot_gets_a_new_row,
     session_id_reuse_within_the_tolerance_of_a_closed_session_is_not_lost,
     newer_session_on_same_key_closes_the_open_row_as_lost_service,
-    a_nas_clock_step_within_the_skew_keeps_the_session_on_one_row,
     accounting_on_closes_every_session_of_that_nas,
     accounting_off_closes_every_session_of_that_nas_at_its_event_time,
     dual_stack_listener_keys_ipv4_nases_by_their_ipv4_address,
@@ -542,82 +541,6 @@ async fn dual_stack_listener_keys_ipv4_nases_by_their_ipv4_address(b: Backend) {
     );
     assert_eq!(rows[0].acctuniqueid, key.to_hex());
     server.stop().await;
-}
-
-async fn a_nas_clock_step_within_the_skew_keeps_the_session_on_one_row(b: Backend) {
-    let h = Harness::start(b).await;
-    let t0 = now() - 280;
-    h.client.send(&Acct::start("ida", "9").at(t0)).await;
-    h.client
-        .send(
-            &Acct::interim("ida", "9")
-                .at(t0 + 60)
-                .time(60)
-                .octets(100, 200),
-        )
-        .await;
-    // NTP steps the NAS's clock 120 s ahead (beyond the 60 s start tolerance, within the
-    // 300 s Event-Timestamp skew): the next packets imply a start at t0 + 120, but their
-    // counters carry on from the row's.
-    h.client
-        .send(
-            &Acct::interim("ida", "9")
-                .at(t0 + 240)
-                .time(120)
-                .octets(300, 400),
-        )
-        .await;
-    h.client
-        .send(
-            &Acct::stop("ida", "9")
-                .at(t0 + 260)
-                .time(140)
-                .octets(500, 600)
-                .cause(1),
-        )
-        .await;
-    let rows = h.rows().await;
-    assert_eq!(rows.len(), 1, "the step split the session: {rows:#?}");
-    let r = &rows[0];
-    assert_eq!(r.start, Some(i64::from(t0)));
-    assert_eq!(r.stop, Some(i64::from(t0 + 260)));
-    assert_eq!(r.session_time, Some(140));
-    assert_eq!((r.input, r.output), (Some(500), Some(600)));
-    assert_eq!(r.cause.as_deref(), Some("User-Request"));
-    assert!(h.server.index.is_empty());
-
-    // Counters that start again are a new session reusing the key (a NAS reboot), whatever
-    // the start: the open row is closed as Lost-Service and the new one gets its own row.
-    h.client.send(&Acct::start("joy", "10").at(t0)).await;
-    h.client
-        .send(
-            &Acct::interim("joy", "10")
-                .at(t0 + 60)
-                .time(60)
-                .octets(1000, 2000),
-        )
-        .await;
-    h.client
-        .send(
-            &Acct::interim("joy", "10")
-                .at(t0 + 200)
-                .time(30)
-                .octets(10, 20),
-        )
-        .await;
-    let rows: Vec<Row> = h
-        .rows()
-        .await
-        .into_iter()
-        .filter(|r| r.username == "joy")
-        .collect();
-    assert_eq!(rows.len(), 2, "{rows:#?}");
-    assert_eq!(rows[0].cause.as_deref(), Some("Lost-Service"));
-    assert_eq!((rows[0].input, rows[0].output), (Some(1000), Some(2000)));
-    assert_eq!(rows[1].start, Some(i64::from(t0 + 170)));
-    assert_eq!((rows[1].input, rows[1].output), (Some(10), Some(20)));
-    assert_eq!(rows[1].stop, None);
-    h.server.stop().await;
 }
 
 async fn accounting_on_closes_every_session_of_that_nas(b: Backend) {

@@ -264,16 +264,24 @@ async fn postgres_ingest_never_scans_a_young_radacct() {
             crate::harness::scalar(&store, &sql).await
         }
     };
-    // The migrations' own scans (index builds), once all published: the same count
-    // twice, two seconds apart.
+    // The migrations' own scans (index builds), once all published. A backend publishes
+    // its statistics when it goes idle, at most once a second, and an idle one still
+    // holding some publishes them up to 10 s later (PostgreSQL's PGSTAT_IDLE_INTERVAL):
+    // the count is settled once it has not moved for longer than that. (Two equal
+    // readings 2 s apart were not enough: both could come before the index builds'
+    // 26 scans were published, which then counted as ingest's.)
     let mut scans_before = stat("seq_scan").await;
-    for _ in 0..10 {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut steady_since = std::time::Instant::now();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    while steady_since.elapsed() < std::time::Duration::from_secs(11)
+        && std::time::Instant::now() < give_up
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let now = stat("seq_scan").await;
-        if now == scans_before {
-            break;
+        if now != scans_before {
+            scans_before = now;
+            steady_since = std::time::Instant::now();
         }
-        scans_before = now;
     }
     let t0 = 1_800_000_000;
     let (sessions, per_batch) = (3_000, 150);

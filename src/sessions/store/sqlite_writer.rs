@@ -416,6 +416,14 @@ mod tests {
         }
     }
 
+    /// A batch of new rows only.
+    fn inserts(rows: Vec<Session>) -> Batch {
+        Batch {
+            rows,
+            ..Batch::default()
+        }
+    }
+
     async fn count(store: &SqliteStore) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM radacct")
             .fetch_one(store.pool())
@@ -430,13 +438,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         let rows: Vec<Session> = (1..=40).map(|n| new_row(n, &format!("u{n:02}"))).collect();
-        let (batch, ids) = store
-            .commit(Batch {
-                rows,
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
+        let (batch, ids) = store.commit(inserts(rows)).await.unwrap();
         assert_eq!(count(&store).await, 40);
         for (row, id) in batch.rows.iter().zip(&ids) {
             let stored: String =
@@ -456,10 +458,11 @@ mod tests {
     async fn a_constraint_violation_is_refused_whole_and_not_transient() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        let batch = Batch {
-            rows: vec![new_row(1, "same"), new_row(2, "other"), new_row(3, "same")],
-            ..Batch::default()
-        };
+        let batch = inserts(vec![
+            new_row(1, "same"),
+            new_row(2, "other"),
+            new_row(3, "same"),
+        ]);
         let err = store.commit(batch).await.unwrap_err();
         assert!(matches!(err, StoreError::Sqlite(_)), "{err:?}");
         assert!(!err.is_transient(), "{err}");
@@ -478,10 +481,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let one = |n| Batch {
-            rows: vec![new_row(n, &format!("r{n}"))],
-            ..Batch::default()
-        };
+        let one = |n| inserts(vec![new_row(n, &format!("r{n}"))]);
         assert!(store.commit(one(1)).await.is_err());
         store.commit(one(2)).await.expect("a fresh connection");
         assert_eq!(count(&store).await, 1);
@@ -505,10 +505,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let one = |n| Batch {
-            rows: vec![new_row(n, &format!("q{n}"))],
-            ..Batch::default()
-        };
+        let one = |n| inserts(vec![new_row(n, &format!("q{n}"))]);
         let err = store.commit(one(1)).await.unwrap_err();
         assert!(err.is_transient(), "{err}");
         store.commit(one(2)).await.expect("a fresh connection");
@@ -522,13 +519,7 @@ mod tests {
     async fn closing_the_store_leaves_no_wal_behind() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        store
-            .commit(Batch {
-                rows: vec![new_row(1, "r1")],
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
+        store.commit(inserts(vec![new_row(1, "r1")])).await.unwrap();
         let wal = dir.path().join("w.db-wal");
         assert!(wal.exists(), "setup: the commit went through the WAL");
         store.close().await;

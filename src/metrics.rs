@@ -314,6 +314,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn addresses_never_become_labels() {
+        assert_eq!(nas_label("bng1", 3), "bng1");
+        assert_eq!(nas_label("10.0.0.1", 3), "nas3");
+        assert_eq!(nas_label("2001:db8::1", 4), "nas4");
+        assert_eq!(nas_label("10.0.0.0/24", 5), "nas5");
+        assert_eq!(nas_label("", 6), "nas6");
+        assert_eq!(nas_label("cafe", 7), "cafe");
+    }
+
+    #[test]
     fn per_nas_family_has_help_type_and_one_escaped_line_per_name() {
         let counts = std::collections::BTreeMap::from([
             ("bng1".to_owned(), 3),

@@ -225,9 +225,8 @@ fn open_sessions_by_nas(
 }
 
 #[cfg(test)]
-mod nas_label_tests {
+mod open_sessions_by_nas_tests {
     use super::open_sessions_by_nas;
-    use crate::metrics::nas_label;
 
     #[test]
     fn per_nas_counts_sum_shared_names_and_show_only_configured_nases() {
@@ -240,15 +239,5 @@ mod nas_label_tests {
         let counts = open_sessions_by_nas(&names, sessions.into_iter());
         let counts: Vec<(&str, usize)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         assert_eq!(counts, [("bng1", 4), ("idle", 0), ("unknown", 2)]);
-    }
-
-    #[test]
-    fn addresses_never_become_labels() {
-        assert_eq!(nas_label("bng1", 3), "bng1");
-        assert_eq!(nas_label("10.0.0.1", 3), "nas3");
-        assert_eq!(nas_label("2001:db8::1", 4), "nas4");
-        assert_eq!(nas_label("10.0.0.0/24", 5), "nas5");
-        assert_eq!(nas_label("", 6), "nas6");
-        assert_eq!(nas_label("cafe", 7), "cafe");
     }
 }

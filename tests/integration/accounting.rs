@@ -365,6 +365,13 @@ async fn session_id_reuse_after_reboot_gets_a_new_row(b: Backend) {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0], closed[0]);
     assert_eq!(rows[1].stop, Some(i64::from(t0 + 260)));
+    // The NAS sends that Stop again (it missed the answer): the row is closed, so out of
+    // the index, and is found in the database by its shared key (`sessionkey`; its
+    // `acctuniqueid` is the derived one) — acknowledged, nothing changes, no third row.
+    h.client
+        .send(&Acct::stop("gus", "81000001").at(t0 + 260).time(60).cause(1))
+        .await;
+    assert_eq!(h.rows().await, rows);
     h.server.stop().await;
 }
 

@@ -422,7 +422,7 @@ async fn migrate_creates_the_schema(b: crate::harness::Backend) {
     let indexes = match b {
         crate::harness::Backend::Sqlite => {
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN \
-             ('radacct_open', 'radacct_sessionkey', 'radacct_starttime')"
+             ('radacct_open', 'radacct_sessionkey_derived', 'radacct_starttime')"
         }
         crate::harness::Backend::Postgres => {
             "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN \

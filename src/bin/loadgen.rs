@@ -58,6 +58,44 @@ struct Args {
     /// A prefix for usernames, so that runs do not collide.
     #[arg(long, default_value = "load")]
     prefix: String,
+    /// Give every session the same Calling-Station-Id and the same counters, as loadgen
+    /// did in benchmark rounds 1–6. By default each session has its own MAC address and
+    /// its own traffic rate, scattered like real subscribers', so that the database's
+    /// indexes on the MAC and on the octet counters take inserts at random places as in
+    /// production (with the same values they were appends).
+    #[arg(long)]
+    uniform: bool,
+}
+
+/// The session number times an odd constant modulo 2^24: a bijection on 24 bits (distinct
+/// values for 2^24 sessions) whose high bits are scattered.
+fn scramble(session: u64) -> u32 {
+    (session as u32).wrapping_mul(0x9E37_79B1) & 0x00FF_FFFF
+}
+
+/// The Calling-Station-Id of `session`, in MikroTik's notation.
+fn mac_of(session: u64, uniform: bool) -> String {
+    if uniform {
+        return "AA:BB:CC:DD:EE:01".to_owned();
+    }
+    let x = scramble(session);
+    format!(
+        "AA:BB:CC:{:02X}:{:02X}:{:02X}",
+        (x >> 16) as u8,
+        (x >> 8) as u8,
+        x as u8
+    )
+}
+
+/// Acct-Input-Octets and Acct-Output-Octets of `session` after `t` seconds: 1,000 and
+/// 3,000 bytes/s when `uniform`, otherwise a rate of its own of up to 4 MB/s in and out
+/// (32-bit counters hold it for the sessions loadgen makes, under 1,000 s).
+fn octets_of(session: u64, t: u32, uniform: bool) -> (u32, u32) {
+    if uniform {
+        return (t * 1000, t * 3000);
+    }
+    let x = scramble(session);
+    (t * (1 + (x >> 12)) * 1000, t * (1 + (x & 0xFFF)) * 1000)
 }
 
 struct Stats {
@@ -155,6 +193,7 @@ async fn run_lane(
         let start = now.saturating_sub(30 + 60 * args.interims as u32);
         let user = format!("{}{session}", args.prefix);
         let sid = format!("{session:08x}");
+        let mac = mac_of(session, args.uniform);
         let base = |status: u32| -> Vec<(u8, Vec<u8>)> {
             vec![
                 (attr::ACCT_STATUS_TYPE, status.to_be_bytes().to_vec()),
@@ -175,7 +214,7 @@ async fn run_lane(
                         session as u8,
                     ],
                 ),
-                (attr::CALLING_STATION_ID, b"AA:BB:CC:DD:EE:01".to_vec()),
+                (attr::CALLING_STATION_ID, mac.as_bytes().to_vec()),
                 (attr::ACCT_DELAY_TIME, 0u32.to_be_bytes().to_vec()),
             ]
         };
@@ -188,16 +227,18 @@ async fn run_lane(
             let mut a = base(3);
             a.push((attr::EVENT_TIMESTAMP, (start + t).to_be_bytes().to_vec()));
             a.push((attr::ACCT_SESSION_TIME, t.to_be_bytes().to_vec()));
-            a.push((attr::ACCT_INPUT_OCTETS, (t * 1000).to_be_bytes().to_vec()));
-            a.push((attr::ACCT_OUTPUT_OCTETS, (t * 3000).to_be_bytes().to_vec()));
+            let (input, output) = octets_of(session, t, args.uniform);
+            a.push((attr::ACCT_INPUT_OCTETS, input.to_be_bytes().to_vec()));
+            a.push((attr::ACCT_OUTPUT_OCTETS, output.to_be_bytes().to_vec()));
             packets.push(a);
         }
         let t = 60 * args.interims as u32 + 10;
         let mut a = base(2);
         a.push((attr::EVENT_TIMESTAMP, (start + t).to_be_bytes().to_vec()));
         a.push((attr::ACCT_SESSION_TIME, t.to_be_bytes().to_vec()));
-        a.push((attr::ACCT_INPUT_OCTETS, (t * 1000).to_be_bytes().to_vec()));
-        a.push((attr::ACCT_OUTPUT_OCTETS, (t * 3000).to_be_bytes().to_vec()));
+        let (input, output) = octets_of(session, t, args.uniform);
+        a.push((attr::ACCT_INPUT_OCTETS, input.to_be_bytes().to_vec()));
+        a.push((attr::ACCT_OUTPUT_OCTETS, output.to_be_bytes().to_vec()));
         a.push((attr::ACCT_TERMINATE_CAUSE, 1u32.to_be_bytes().to_vec()));
         packets.push(a);
 
@@ -250,4 +291,39 @@ async fn run_lane(
         session += lanes;
     }
     Ok(latencies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mac_of, octets_of};
+
+    #[test]
+    fn macs_are_distinct_scattered_and_well_formed() {
+        let macs: std::collections::HashSet<String> =
+            (0..200_000).map(|s| mac_of(s, false)).collect();
+        assert_eq!(macs.len(), 200_000);
+        let (a, b) = (mac_of(1, false), mac_of(2, false));
+        assert_ne!(
+            a[9..11],
+            b[9..11],
+            "consecutive sessions share the high octet: {a} {b}"
+        );
+        assert_eq!(a.len(), 17);
+        assert!(a.starts_with("AA:BB:CC:"));
+        assert_eq!(mac_of(7, true), "AA:BB:CC:DD:EE:01");
+    }
+
+    #[test]
+    fn octets_grow_with_time_and_differ_between_sessions() {
+        assert_eq!(octets_of(5, 60, true), (60_000, 180_000));
+        for s in 0..1000 {
+            let (i1, o1) = octets_of(s, 60, false);
+            let (i2, o2) = octets_of(s, 130, false);
+            assert!(i2 > i1 && o2 > o1, "session {s}");
+        }
+        // u32 holds a long loadgen session at the highest rate.
+        let (i, o) = octets_of(0x00FF_FFFF, 999, false);
+        assert!(i > 0 && o > 0);
+        assert_ne!(octets_of(1, 60, false), octets_of(2, 60, false));
+    }
 }
